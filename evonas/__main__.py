@@ -1,0 +1,5 @@
+import sys
+
+from evonas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""Genome -> `nn.Module` for a given input shape, plus parameter and FLOP counts.
+
+Layers are named by gene id (`g<id>`) so that state_dict keys follow the genome's stable ids.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from evonas.genome import Genome, parse_genome
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def _layers_for(dims: int) -> tuple[type, type, type, type, type]:
+    if dims == 1:
+        return nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d
+    raise ValueError(f"inputs with {dims} spatial dimensions are not supported (1 or 2)")
+
+
+def activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+class ConvLayer(nn.Sequential):
+    def __init__(self, dims: int, c_in: int, p: dict[str, Any]) -> None:
+        conv, norm, *_ = _layers_for(dims)
+        k, bn = p["kernel"], p["batch_norm"]
+        layers = [conv(c_in, p["width"], k, stride=p["stride"], padding=k // 2, bias=not bn)]
+        if bn:
+            layers.append(norm(p["width"]))
+        layers.append(activation(p["activation"]))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two same-padded convolutions with a skip (1x1 projection when the width changes)."""
+
+    def __init__(self, dims: int, c_in: int, p: dict[str, Any]) -> None:
+        super().__init__()
+        conv, norm, *_ = _layers_for(dims)
+        k, width, bn = p["kernel"], p["width"], p["batch_norm"]
+
+        def norm_or_identity() -> nn.Module:
+            return norm(width) if bn else nn.Identity()
+
+        self.conv1 = conv(c_in, width, k, padding=k // 2, bias=not bn)
+        self.norm1 = norm_or_identity()
+        self.conv2 = conv(width, width, k, padding=k // 2, bias=not bn)
+        self.norm2 = norm_or_identity()
+        self.act = activation(p["activation"])
+        self.skip = nn.Identity() if c_in == width else conv(c_in, width, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.act(out + self.skip(x))
+
+
+class Dense(nn.Sequential):
+    """Flatten (a no-op for flat inputs), linear, activation."""
+
+    def __init__(self, features_in: int, p: dict[str, Any]) -> None:
+        super().__init__(
+            nn.Flatten(), nn.Linear(features_in, p["units"]), activation(p["activation"])
+        )
+
+
+class Head(nn.Module):
+    """Global average pooling when the features are still spatial, then linear to the classes."""
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        spatial = len(shape) >= 2
+        self.pool = _layers_for(len(shape) - 1)[4](1) if spatial else nn.Identity()
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(shape[0], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.flatten(self.pool(x)))
+
+
+def build(
+    genome: Genome | dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    """Build the network a genome describes for inputs of `input_shape` (no batch dimension)."""
+    if isinstance(genome, dict):
+        genome = parse_genome(genome)
+    shape = tuple(input_shape)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for gene in genome.genes:
+        p = gene.params
+        dims = len(shape) - 1
+        if gene.op == "conv":
+            layer = ConvLayer(dims, shape[0], p)
+        elif gene.op == "residual":
+            layer = ResidualBlock(dims, shape[0], p)
+        elif gene.op == "pool":
+            pool_cls = _layers_for(dims)[2 if p["kind"] == "max" else 3]
+            layer = pool_cls(p["size"])
+        elif gene.op == "dense":
+            features = 1
+            for d in shape:
+                features *= d
+            layer = Dense(features, p)
+        else:
+            layer = nn.Dropout(p["rate"])
+        layers[f"g{gene.id}"] = layer
+        shape = _output_shape(layer, shape)
+    return nn.Sequential(OrderedDict(body=nn.Sequential(layers), head=Head(shape, num_classes)))
+
+
+@torch.no_grad()
+def _output_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    layer.eval()
+    return tuple(layer(torch.zeros(1, *shape)).shape[1:])
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs for one sample, by torch's own flop counter."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,84 @@
+"""Worker side: `run_job(job) -> result`, both plain dicts.
+
+A job carries everything an evaluation needs (uid, genome dict, seed, task spec, training settings,
+optional user evaluator); the result carries the uid back with a status, an error message and the
+metrics. Every exception becomes a failed result: failure is data, the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from typing import Any
+
+OK, FAILED = "ok", "failed"
+
+
+def evaluation_seed(run_seed: int, uid: int) -> int:
+    """The seed of one evaluation, a function of the run seed and the uid only."""
+    return (run_seed * 1_000_003 + uid * 7_919 + 12_345) % (2**31 - 1)
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    result: dict[str, Any] = {"uid": job["uid"], "worker": os.getpid(), "started_at": started}
+    try:
+        metrics = _run_user_evaluator(job) if job.get("evaluator") else _train_builtin(job)
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
+        result.update(status=OK, error=None, metrics=metrics)
+    except Exception as exc:  # any failure of an evaluation is recorded, never raised
+        result.update(status=FAILED, error=_one_line(exc), metrics={})
+        result["traceback"] = traceback.format_exc(limit=8)
+    result["finished_at"] = time.time()
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _run_user_evaluator(job: dict[str, Any]) -> dict[str, float]:
+    from evonas.plugins import load_callable
+
+    fn = load_callable(job["evaluator"], what="training.evaluator")
+    budget = {k: v for k, v in job["training"].items() if k != "evaluator"}
+    metrics = fn(dict(job["genome"]), int(job["seed"]), budget)
+    if not isinstance(metrics, dict):
+        raise TypeError(f"evaluator must return dict[str, float], got {type(metrics).__name__}")
+    try:
+        return {str(k): float(v) for k, v in metrics.items()}
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"evaluator returned a non-numeric metric ({exc})") from None
+
+
+def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
+    import torch
+
+    from evonas.build import build, count_flops, count_params
+    from evonas.tasks import load_task
+    from evonas.train import accuracy, train
+
+    settings = job["training"]
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    data = load_task(job["task"])
+    seed = int(job["seed"])
+    torch.manual_seed(seed)
+    model = build(job["genome"], data.input_shape, data.num_classes)
+    metrics: dict[str, float] = {
+        "params": float(count_params(model)),
+        "flops": float(count_flops(model, data.input_shape)),
+    }
+    lr = float(job["genome"]["training"]["lr"])
+    metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed))
+    metrics["val_accuracy"] = accuracy(
+        model, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    )
+    if data.x_test is not None:
+        x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+        metrics["test_accuracy"] = accuracy(model, x_test, y_test)
+    return metrics

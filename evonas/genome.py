@@ -1,0 +1,160 @@
+"""Genomes: frozen plain data that describe an architecture and its training genes.
+
+A genome is an ordered tuple of genes. Each gene has a stable id (kept by mutation, crossover and
+pruning, like NEAT's innovation numbers), an op name and its parameters. Training genes (the
+learning rate) travel with the architecture. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# op -> {param: type(s)}; the search space decides which values are allowed.
+OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "conv": {"width": int, "kernel": int, "stride": int, "activation": str, "batch_norm": bool},
+    "residual": {"width": int, "kernel": int, "activation": str, "batch_norm": bool},
+    "pool": {"kind": str, "size": int},
+    "dense": {"units": int, "activation": str},
+    "dropout": {"rate": (float, int)},
+}
+SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
+TRAINING_PARAMS: dict[str, type | tuple[type, ...]] = {"lr": (float, int)}
+
+
+class GenomeError(ValueError):
+    """A genome file or dict that is not a valid genome; the message names the bad field."""
+
+
+@dataclass(frozen=True)
+class Gene:
+    id: int
+    op: str
+    params: dict[str, Any]
+
+    def with_params(self, **changes: Any) -> Gene:
+        return replace(self, params={**self.params, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "op": self.op, **self.params}
+
+
+@dataclass(frozen=True)
+class Genome:
+    genes: tuple[Gene, ...]
+    training: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [g.to_dict() for g in self.genes],
+            "training": dict(self.training),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def arch_key(self) -> str:
+        """Canonical hash of the architecture and training genes, ignoring gene ids."""
+        canonical = {
+            "layers": [[g.op, sorted(g.params.items())] for g in self.genes],
+            "training": sorted(self.training.items()),
+        }
+        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def gene_ids(self) -> list[int]:
+        return [g.id for g in self.genes]
+
+    @staticmethod
+    def from_dict(data: Any, where: str = "genome") -> Genome:
+        return parse_genome(data, where)
+
+
+def parse_genome(data: Any, where: str = "genome") -> Genome:
+    """Validate a plain dict (from JSON/YAML) and return a Genome; errors name the field."""
+    if not isinstance(data, dict):
+        raise GenomeError(f"{where}: expected a mapping with 'layers' and 'training'")
+    unknown = set(data) - {"layers", "training", "source"}
+    if unknown:
+        raise GenomeError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    layers = data.get("layers")
+    if not isinstance(layers, list):
+        raise GenomeError(f"{where}.layers: expected a list of layers")
+    genes = tuple(_parse_gene(item, f"{where}.layers[{i}]") for i, item in enumerate(layers))
+    ids = [g.id for g in genes]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate is not None:
+        raise GenomeError(f"{where}.layers: gene id {duplicate} appears twice")
+    training = data.get("training", {"lr": 1e-3})
+    if not isinstance(training, dict):
+        raise GenomeError(f"{where}.training: expected a mapping such as {{lr: 0.001}}")
+    for key, value in training.items():
+        expected = TRAINING_PARAMS.get(key)
+        if expected is None:
+            raise GenomeError(f"{where}.training.{key}: unknown training gene")
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise GenomeError(f"{where}.training.{key}: expected a number, got {value!r}")
+        if not value > 0:
+            raise GenomeError(f"{where}.training.{key}: must be > 0, got {value!r}")
+    training = {"lr": 1e-3, **{k: float(v) for k, v in training.items()}}
+    return Genome(genes=genes, training=training)
+
+
+def _parse_gene(item: Any, where: str) -> Gene:
+    if not isinstance(item, dict):
+        raise GenomeError(f"{where}: expected a mapping with 'id' and 'op'")
+    gene_id, op = item.get("id"), item.get("op")
+    if isinstance(gene_id, bool) or not isinstance(gene_id, int) or gene_id < 0:
+        raise GenomeError(f"{where}.id: expected a non-negative integer, got {gene_id!r}")
+    if op not in OP_PARAMS:
+        raise GenomeError(f"{where}.op: expected one of {sorted(OP_PARAMS)}, got {op!r}")
+    spec = OP_PARAMS[op]
+    params = {k: v for k, v in item.items() if k not in ("id", "op")}
+    for key in params:
+        if key not in spec:
+            raise GenomeError(f"{where}.{key}: unknown parameter for op '{op}'")
+    for key, expected in spec.items():
+        if key not in params:
+            raise GenomeError(f"{where}.{key}: missing (op '{op}' needs {sorted(spec)})")
+        value = params[key]
+        wrong_bool = isinstance(value, bool) and expected is not bool
+        if wrong_bool or not isinstance(value, expected):
+            name = expected.__name__ if isinstance(expected, type) else "number"
+            raise GenomeError(f"{where}.{key}: expected {name}, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise GenomeError(f"{where}.{key}: must be > 0, got {value!r}")
+    if op == "dropout":
+        if not 0 <= params["rate"] < 1:
+            raise GenomeError(f"{where}.rate: must be in [0, 1), got {params['rate']!r}")
+        params["rate"] = float(params["rate"])
+    if op == "pool" and params["kind"] not in ("max", "avg"):
+        raise GenomeError(f"{where}.kind: expected 'max' or 'avg', got {params['kind']!r}")
+    return Gene(id=gene_id, op=op, params=params)
+
+
+def load_genome(path: str | Path) -> Genome:
+    """Read a genome from a .yaml/.yml/.json file (safe loaders only)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GenomeError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0]
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise GenomeError(f"{path}: not valid {kind} ({first_line})") from None
+    return parse_genome(data, where=str(path))
+
+
+def save_genome(genome: Genome, path: str | Path) -> None:
+    path = Path(path)
+    data = genome.to_dict()
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data)
+    path.write_text(text)

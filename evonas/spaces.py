@@ -1,0 +1,200 @@
+"""The sequential macro search space: sampling, validation and deterministic repair.
+
+A genome is a chain of layers. Spatial layers (conv, residual, pool) come first, then flat layers
+(dense); dropout fits anywhere. The first dense layer flattens the feature map; a fixed head (global
+average pooling when the features are still spatial, then a linear layer to the classes) follows
+the last gene. The same genome builds Conv1d for (C, L) inputs, Conv2d for (C, H, W) inputs, and
+only its dense and dropout layers for flat (F,) inputs. Shapes are computed here without torch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from evonas.genome import SPATIAL_OPS, Gene, Genome
+
+ALL_OPS = ("conv", "residual", "pool", "dense", "dropout")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
+
+
+@dataclass(frozen=True)
+class SequentialSpace:
+    """Bounds of the sequential space; `input_shape` excludes the batch dimension."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    min_layers: int = 1
+    max_layers: int = 6
+    ops: tuple[str, ...] = ALL_OPS
+    widths: tuple[int, ...] = (8, 16, 32, 64)
+    kernels: tuple[int, ...] = (3, 5, 7)
+    strides: tuple[int, ...] = (1, 2)
+    units: tuple[int, ...] = (32, 64, 128, 256)
+    activations: tuple[str, ...] = ("relu", "gelu", "silu")
+    dropout_rates: tuple[float, ...] = (0.1, 0.25, 0.5)
+    pool_kinds: tuple[str, ...] = ("max", "avg")
+    lr_min: float = 1e-4
+    lr_max: float = 3e-2
+    batch_norm: tuple[bool, ...] = field(default=(True, False))
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.input_shape) >= 2
+
+    # --- gene ids and genes -------------------------------------------------------------------
+
+    @staticmethod
+    def new_gene_id(rng: random.Random) -> int:
+        """A fresh stable gene id; random 31-bit ids make collisions across lineages negligible."""
+        return rng.randrange(1, 2**31)
+
+    def allowed_ops(self, flat: bool) -> list[str]:
+        """Ops allowed at a position whose input is flat (after a dense layer) or spatial."""
+        if flat or not self.spatial:
+            return [op for op in self.ops if op not in SPATIAL_OPS]
+        return list(self.ops)
+
+    def sample_gene(self, op: str, rng: random.Random) -> Gene:
+        choice = rng.choice
+        if op == "conv":
+            params = {
+                "width": choice(self.widths),
+                "kernel": choice(self.kernels),
+                "stride": choice(self.strides),
+                "activation": choice(self.activations),
+                "batch_norm": choice(self.batch_norm),
+            }
+        elif op == "residual":
+            params = {
+                "width": choice(self.widths),
+                "kernel": choice(self.kernels),
+                "activation": choice(self.activations),
+                "batch_norm": choice(self.batch_norm),
+            }
+        elif op == "pool":
+            params = {"kind": choice(self.pool_kinds), "size": 2}
+        elif op == "dense":
+            params = {"units": choice(self.units), "activation": choice(self.activations)}
+        elif op == "dropout":
+            params = {"rate": choice(self.dropout_rates)}
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        return Gene(id=self.new_gene_id(rng), op=op, params=params)
+
+    def sample_lr(self, rng: random.Random) -> float:
+        log_lr = rng.uniform(math.log(self.lr_min), math.log(self.lr_max))
+        return float(f"{math.exp(log_lr):.3g}")
+
+    def sample(self, rng: random.Random) -> Genome:
+        """A random feasible genome: spatial layers first, then flat ones."""
+        n_layers = rng.randint(self.min_layers, self.max_layers)
+        spatial_ops = [op for op in self.allowed_ops(flat=False) if op in SPATIAL_OPS]
+        flat_ops = self.allowed_ops(flat=True)
+        n_spatial = rng.randint(0, n_layers) if spatial_ops else 0
+        if not flat_ops:
+            n_spatial = n_layers
+        ops = [rng.choice(spatial_ops) for _ in range(n_spatial)]
+        ops += [rng.choice(flat_ops) for _ in range(n_layers - n_spatial)]
+        genes = tuple(self.sample_gene(op, rng) for op in ops)
+        return self.repair(Genome(genes=genes, training={"lr": self.sample_lr(rng)}))
+
+    # --- shapes, validation, repair -----------------------------------------------------------
+
+    def shapes(self, genome: Genome) -> list[tuple[int, ...]]:
+        """Output shape after each gene (channel-first, no batch); ValueError if infeasible."""
+        shape = tuple(self.input_shape)
+        flat = not self.spatial
+        shapes = []
+        for index, gene in enumerate(genome.genes):
+            shape, flat = _next_shape(gene, shape, flat, where=f"layer {index} ({gene.op})")
+            shapes.append(shape)
+        return shapes
+
+    def problems(self, genome: Genome) -> list[str]:
+        """Everything that keeps `genome` out of this space; empty when it is valid."""
+        found = []
+        n = len(genome.genes)
+        if n > self.max_layers:
+            found.append(f"{n} layers, space allows at most {self.max_layers}")
+        for index, gene in enumerate(genome.genes):
+            found += [f"layer {index}: {p}" for p in self._gene_problems(gene)]
+        try:
+            self.shapes(genome)
+        except ValueError as exc:
+            found.append(str(exc))
+        lr = genome.training.get("lr", 0)
+        if not self.lr_min <= lr <= self.lr_max:
+            found.append(f"training.lr {lr} outside [{self.lr_min}, {self.lr_max}]")
+        return found
+
+    def _gene_problems(self, gene: Gene) -> list[str]:
+        if gene.op not in self.ops:
+            return [f"op '{gene.op}' is not in the space's ops {list(self.ops)}"]
+        choices = {
+            "width": self.widths,
+            "kernel": self.kernels,
+            "stride": self.strides,
+            "activation": self.activations,
+            "units": self.units,
+            "rate": self.dropout_rates,
+            "kind": self.pool_kinds,
+            "batch_norm": self.batch_norm,
+        }
+        return [
+            f"{key}={value!r} not in {list(choices[key])}"
+            for key, value in gene.params.items()
+            if key in choices and value not in choices[key]
+        ]
+
+    def repair(self, genome: Genome) -> Genome:
+        """Deterministically make a genome feasible for this input shape.
+
+        Drops spatial layers that come after the features were flattened (or for flat inputs) and
+        pooling that would shrink a dimension below 1, turns strides that cannot apply into 1,
+        drops repeated gene ids, clips the learning rate, and truncates to `max_layers`.
+        """
+        shape = tuple(self.input_shape)
+        flat = not self.spatial
+        kept: list[Gene] = []
+        seen: set[int] = set()
+        for gene in genome.genes:
+            if gene.id in seen or (flat and gene.op in SPATIAL_OPS):
+                continue
+            if gene.op == "pool" and min(shape[1:]) < gene.params["size"]:
+                continue
+            if gene.op == "conv" and min(shape[1:] or (1,)) < gene.params["stride"]:
+                gene = gene.with_params(stride=1)
+            shape, flat = _next_shape(gene, shape, flat, where=gene.op)
+            kept.append(gene)
+            seen.add(gene.id)
+        lr = min(max(genome.training.get("lr", 1e-3), self.lr_min), self.lr_max)
+        return Genome(genes=tuple(kept[: self.max_layers]), training={**genome.training, "lr": lr})
+
+
+def _conv_length(length: int, kernel: int, stride: int) -> int:
+    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def _next_shape(
+    gene: Gene, shape: tuple[int, ...], flat: bool, where: str
+) -> tuple[tuple[int, ...], bool]:
+    p = gene.params
+    if gene.op in SPATIAL_OPS and flat:
+        raise ValueError(f"{where}: spatial layer after the features were flattened")
+    if gene.op == "conv":
+        dims = tuple(_conv_length(d, p["kernel"], p["stride"]) for d in shape[1:])
+        return (p["width"], *dims), False
+    if gene.op == "residual":
+        dims = tuple(_conv_length(d, p["kernel"], 1) for d in shape[1:])
+        return (p["width"], *dims), False
+    if gene.op == "pool":
+        if min(shape[1:]) < p["size"]:
+            raise ValueError(
+                f"{where}: pooling size {p['size']} on a length-{min(shape[1:])} signal"
+            )
+        return (shape[0], *(d // p["size"] for d in shape[1:])), False
+    if gene.op == "dense":
+        return (p["units"],), True
+    return shape, flat  # dropout

@@ -1,0 +1,161 @@
+"""The run directory: resolved config, the SQLite journal and plots.
+
+Layout of `runs/<name>/`: `config.yaml` (resolved), `history.sqlite` (tables `individuals`,
+`generations`, `meta`), `plots/`. The parent process is the only writer; every finished evaluation
+is committed as soon as it returns. Metric columns are added as metrics first appear.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+JOURNAL = "history.sqlite"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS individuals (
+    uid INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    genome TEXT NOT NULL,
+    arch_key TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    seed INTEGER NOT NULL,
+    cached_from INTEGER,
+    worker TEXT,
+    started_at REAL,
+    finished_at REAL,
+    eval_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY,
+    population TEXT NOT NULL,
+    evaluated INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Columns that hold wall-clock facts; everything else is a deterministic function of config+seed.
+TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds", "train_seconds")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked; the message says why."""
+
+
+class Store:
+    def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
+        self.run_dir = run_dir
+        self.db = connection
+
+    @classmethod
+    def create(cls, run_dir: str | Path, config: dict[str, Any]) -> Store:
+        """Start a new run directory; refuses one that already holds a journal."""
+        run_dir = Path(run_dir)
+        if (run_dir / JOURNAL).exists():
+            raise RunDirError(
+                f"{run_dir}: already holds a run; choose another --name or remove the directory"
+            )
+        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.replace(run_dir / "config.yaml")
+        store = cls(run_dir, _connect(run_dir / JOURNAL))
+        store.db.executescript(_SCHEMA)
+        store.db.commit()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def _ensure_columns(self, table: str, names: list[str]) -> None:
+        existing = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        for name in names:
+            if name not in existing:
+                if not _IDENTIFIER.match(name):
+                    raise ValueError(f"metric name {name!r} is not a valid column name")
+                self.db.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" REAL')
+
+    def record_individual(self, row: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Journal one finished evaluation (committed before returning)."""
+        safe_metrics = {k: v for k, v in metrics.items() if _IDENTIFIER.match(k)}
+        with self.db:
+            self._ensure_columns("individuals", list(safe_metrics))
+            values = {**row, **safe_metrics}
+            columns = ", ".join(f'"{k}"' for k in values)
+            marks = ", ".join("?" for _ in values)
+            self.db.execute(
+                f"INSERT INTO individuals ({columns}) VALUES ({marks})", list(values.values())
+            )
+
+    def record_generation(
+        self,
+        generation: int,
+        population: list[int],
+        evaluated: int,
+        failed: int,
+        stats: dict[str, float],
+    ) -> None:
+        with self.db:
+            self._ensure_columns("generations", list(stats))
+            values = {
+                "generation": generation,
+                "population": json.dumps(population),
+                "evaluated": evaluated,
+                "failed": failed,
+                "finished_at": time.time(),
+                **stats,
+            }
+            columns = ", ".join(f'"{k}"' for k in values)
+            marks = ", ".join("?" for _ in values)
+            self.db.execute(
+                f"INSERT INTO generations ({columns}) VALUES ({marks})", list(values.values())
+            )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def individuals(self) -> pd.DataFrame:
+        return read_table(self.db, "individuals", "uid")
+
+    def generations(self) -> pd.DataFrame:
+        return read_table(self.db, "generations", "generation")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def read_table(db: sqlite3.Connection, table: str, order_by: str) -> pd.DataFrame:
+    return pd.read_sql_query(f"SELECT * FROM {table} ORDER BY {order_by}", db)
+
+
+def open_readonly(run_dir: str | Path) -> sqlite3.Connection:
+    """Open a run's journal read-only (safe while its writer is still running)."""
+    path = Path(run_dir) / JOURNAL
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: no {JOURNAL} here; is this a run directory?")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)

@@ -1,0 +1,211 @@
+"""Datasets as tasks with fixed, seeded train/validation/test splits (numpy only, no torch).
+
+Built-in tasks: `digits` (scikit-learn's bundled 8x8 digits as 1x8x8 images), `mnist1d` (generated
+offline by the `mnist1d` package, cached on disk), `synthetic` (tiny, learnable, for tests) and
+`fashion_mnist` (IDX files, e.g. Debian's dataset-fashion-mnist). Any other name of the form
+`pkg.module:function` is a user task: the function takes the task's `options` as keyword
+arguments and returns a mapping with `x_train`, `y_train`, `x_val`, `y_val` and optionally `x_test`,
+`y_test` (numpy arrays; x shaped (N, F), (N, C, L) or (N, C, H, W); integer labels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evonas.plugins import PluginError, load_callable
+
+
+class TaskError(ValueError):
+    """A task that cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached: $EVONAS_CACHE, else ~/.cache/evonas."""
+    root = os.environ.get("EVONAS_CACHE") or Path.home() / ".cache" / "evonas"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def split(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded shuffle, then (x_rest, y_rest, x_part, y_part) with `fraction` in the part."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_part = max(1, round(len(x) * fraction))
+    part, rest = order[:n_part], order[n_part:]
+    return x[rest], y[rest], x[part], y[part]
+
+
+def _digits(options: dict[str, Any]) -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    return {"x": x, "y": bunch.target}
+
+
+def _mnist1d(options: dict[str, Any]) -> dict[str, np.ndarray]:
+    path = cache_dir() / "mnist1d.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(
+            tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"]
+        )
+        os.replace(tmp, path)
+    with np.load(path) as data:
+        return {
+            "x": data["x"].astype(np.float32)[:, None, :],
+            "y": data["y"],
+            "x_test": data["x_test"].astype(np.float32)[:, None, :],
+            "y_test": data["y_test"],
+        }
+
+
+def _synthetic(options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Noisy class templates: learnable in a few epochs, generated in milliseconds."""
+    n = int(options.get("samples", 600))
+    length = int(options.get("length", 16))
+    classes = int(options.get("classes", 3))
+    seed = int(options.get("seed", 0))
+    rng = np.random.default_rng(seed)
+    templates = rng.normal(size=(classes, length))
+    y = rng.integers(0, classes, size=n)
+    x = templates[y] + rng.normal(scale=1.0, size=(n, length))
+    return {"x": x.astype(np.float32)[:, None, :], "y": y}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _fashion_mnist(options: dict[str, Any]) -> dict[str, np.ndarray]:
+    root = Path(options.get("path", "/usr/share/datasets/fashion-mnist"))
+
+    def find(stem: str) -> Path:
+        for name in (stem, stem + ".gz"):
+            if (root / name).exists():
+                return root / name
+        raise TaskError(f"fashion_mnist: {root / stem}[.gz] not found (set task.options.path)")
+
+    x = _read_idx(find("train-images-idx3-ubyte")).astype(np.float32)[:, None] / 255.0
+    y = _read_idx(find("train-labels-idx1-ubyte"))
+    x_test = _read_idx(find("t10k-images-idx3-ubyte")).astype(np.float32)[:, None] / 255.0
+    y_test = _read_idx(find("t10k-labels-idx1-ubyte"))
+    return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+
+
+BUILTIN: dict[str, Callable[[dict[str, Any]], dict[str, np.ndarray]]] = {
+    "digits": _digits,
+    "mnist1d": _mnist1d,
+    "synthetic": _synthetic,
+    "fashion_mnist": _fashion_mnist,
+}
+
+
+def load_task(spec: Mapping[str, Any]) -> TaskData:
+    """Load the task described by the config's `task` section (cached per process)."""
+    return _load_cached(json.dumps(dict(spec), sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(spec_json: str) -> TaskData:
+    spec = json.loads(spec_json)
+    name, options = spec["name"], dict(spec.get("options") or {})
+    if name in BUILTIN:
+        raw = BUILTIN[name](options)
+        return _split_builtin(name, raw, spec)
+    if ":" not in name:
+        raise TaskError(
+            f"task.name: unknown task {name!r}; expected {sorted(BUILTIN)} or pkg.mod:fn"
+        )
+    return _user_task(name, options)
+
+
+def _split_builtin(name: str, raw: dict[str, np.ndarray], spec: dict[str, Any]) -> TaskData:
+    seed = int(spec.get("split_seed", 0))
+    x, y = raw["x"], raw["y"].astype(np.int64)
+    if "x_test" in raw:
+        x_test, y_test = raw["x_test"], raw["y_test"].astype(np.int64)
+    else:
+        x, y, x_test, y_test = split(x, y, float(spec.get("test_fraction", 0.2)), seed + 1)
+    x_train, y_train, x_val, y_val = split(x, y, float(spec.get("val_fraction", 0.2)), seed)
+    classes = int(max(y.max(), y_test.max()) + 1)
+    return TaskData(name, x_train, y_train, x_val, y_val, x_test, y_test, classes)
+
+
+def _user_task(name: str, options: dict[str, Any]) -> TaskData:
+    try:
+        fn = load_callable(name, what="task.name")
+    except PluginError as exc:
+        raise TaskError(str(exc)) from None
+    try:
+        raw = fn(**options)
+    except Exception as exc:  # user code: report, never crash with a traceback
+        raise TaskError(f"task {name} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise TaskError(f"task {name}: must return a mapping with x_train, y_train, x_val, y_val")
+    missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in raw]
+    if missing:
+        raise TaskError(f"task {name}: returned mapping lacks {', '.join(missing)}")
+    arrays = {k: np.asarray(v) for k, v in raw.items()}
+    for key in ("x_train", "x_val", "x_test"):
+        if key in arrays:
+            arrays[key] = arrays[key].astype(np.float32)
+    for key in ("y_train", "y_val", "y_test"):
+        if key in arrays:
+            arrays[key] = arrays[key].astype(np.int64)
+    ys = [arrays[k] for k in ("y_train", "y_val", "y_test") if k in arrays]
+    classes = int(max(y.max() for y in ys) + 1)
+    return TaskData(
+        name,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_val"],
+        arrays["y_val"],
+        arrays.get("x_test"),
+        arrays.get("y_test"),
+        classes,
+    )
+
+
+def task_fingerprint(data: TaskData) -> str:
+    """A short hash of the split contents, to notice a task that changed under a run."""
+    h = hashlib.sha256()
+    for array in (data.x_train, data.y_train, data.x_val, data.y_val):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,60 @@
+import torch
+from torch import nn
+
+from evonas.build import build, count_flops, count_params
+from evonas.genome import parse_genome
+
+CONV = {"op": "conv", "width": 8, "kernel": 3, "stride": 1, "activation": "relu",
+        "batch_norm": True}
+RES = {"op": "residual", "width": 4, "kernel": 3, "activation": "silu", "batch_norm": False}
+DENSE = {"op": "dense", "units": 16, "activation": "gelu"}
+
+
+def genome(*layers):
+    return parse_genome({"layers": [{"id": 10 + i, **layer} for i, layer in enumerate(layers)]})
+
+
+def test_same_genome_builds_conv1d_and_conv2d():
+    g = genome(CONV, {"op": "pool", "kind": "avg", "size": 2}, RES)
+    one_d = build(g, (2, 20), 5)
+    two_d = build(g, (3, 8, 8), 5)
+    assert isinstance(one_d.body.g10[0], nn.Conv1d)
+    assert isinstance(two_d.body.g10[0], nn.Conv2d)
+    assert one_d(torch.randn(4, 2, 20)).shape == (4, 5)
+    assert two_d(torch.randn(4, 3, 8, 8)).shape == (4, 5)
+
+
+def test_layers_are_named_by_gene_id():
+    model = build(genome(CONV, DENSE), (1, 12), 3)
+    keys = model.state_dict().keys()
+    assert any(k.startswith("body.g10.") for k in keys)
+    assert any(k.startswith("body.g11.") for k in keys)
+
+
+def test_dense_flattens_the_feature_map_and_head_pools_globally():
+    model = build(genome(CONV, DENSE), (1, 12), 3)
+    assert model.body.g11[1].in_features == 8 * 12
+    conv_only = build(genome(CONV), (1, 12), 3)
+    assert conv_only.head.linear.in_features == 8
+
+
+def test_residual_projects_when_width_changes():
+    model = build(genome(CONV, RES), (1, 12), 3)
+    assert isinstance(model.body.g11.skip, nn.Conv1d)
+    same = build(genome({**RES, "width": 8}, RES | {"width": 8}), (8, 12), 3)
+    assert isinstance(same.body.g10.skip, nn.Identity)
+
+
+def test_flat_inputs_and_empty_genome():
+    model = build(genome(DENSE, {"op": "dropout", "rate": 0.5}), (7,), 2)
+    assert model(torch.randn(5, 7)).shape == (5, 2)
+    logistic = build(genome(), (7,), 2)
+    assert count_params(logistic) == 7 * 2 + 2
+
+
+def test_params_and_flops_counts():
+    model = build(genome(DENSE), (10,), 3)
+    assert count_params(model) == (10 * 16 + 16) + (16 * 3 + 3)
+    # torch counts 2 FLOPs per multiply-accumulate of the two linear layers
+    assert count_flops(model, (10,)) == 2 * (10 * 16 + 16 * 3)
+    assert model.training  # counting does not leave the model in eval mode

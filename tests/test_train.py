@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from evonas.build import build
+from evonas.genome import parse_genome
+from evonas.tasks import load_task
+from evonas.train import TimeBudgetExceeded, TrainingDiverged, accuracy, train
+
+SETTINGS = {"optimizer": "adam", "epochs": 8, "batch_size": 32, "weight_decay": 0.0,
+            "max_seconds": 0.0}
+GENOME = parse_genome({"layers": [
+    {"id": 1, "op": "conv", "width": 8, "kernel": 3, "stride": 1, "activation": "relu",
+     "batch_norm": True},
+    {"id": 2, "op": "dense", "units": 16, "activation": "relu"},
+]})
+
+
+def data():
+    return load_task({"name": "synthetic", "options": {"samples": 300, "length": 12},
+                      "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2})
+
+
+def trained(seed, **settings):
+    d = data()
+    torch.manual_seed(seed)
+    model = build(GENOME, d.input_shape, d.num_classes)
+    stats = train(model, d.x_train, d.y_train, {**SETTINGS, **settings}, 0.01, seed)
+    return model, stats, d
+
+
+def test_training_learns_the_task():
+    model, stats, d = trained(0)
+    val = accuracy(model, torch.from_numpy(d.x_val), torch.from_numpy(d.y_val))
+    assert val > 0.8  # three classes: chance is 1/3
+    assert stats["train_seconds"] > 0
+
+
+def test_training_is_deterministic_for_a_seed():
+    first, _, d = trained(5)
+    second, _, _ = trained(5)
+    other, _, _ = trained(6)
+    x = torch.from_numpy(d.x_val)
+    assert torch.equal(first(x), second(x))
+    assert not torch.equal(first(x), other(x))
+
+
+def test_nan_loss_is_an_error():
+    d = data()
+    x = d.x_train.copy()
+    x[0, 0, 0] = np.nan
+    model = build(GENOME, d.input_shape, d.num_classes)
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1"):
+        train(model, x, d.y_train, SETTINGS, 0.01, 0)
+
+
+def test_time_budget_is_enforced():
+    with pytest.raises(TimeBudgetExceeded, match="budget of 1e-09 s"):
+        trained(0, max_seconds=1e-9)

@@ -58,7 +58,44 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--epochs", type=_positive_int, metavar="N", help="training.epochs")
     search.add_argument("--seed", type=_positive_int, metavar="N", help="seed")
     search.add_argument("--n-jobs", type=_positive_int, metavar="N", help="parallel.n_jobs")
+    genome = commands.add_parser(
+        "genome",
+        help="check a genome file and show its layers, shapes, parameters and FLOPs",
+        description="Validate a genome file against a task's input shape and a search space.",
+    )
+    genome.add_argument("file", metavar="FILE", help="genome .yaml/.yml/.json")
+    source = genome.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="YAML config file (task and space)")
+    source.add_argument("--preset", metavar="NAME", help="built-in config")
+    genome.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return root
+
+
+def cmd_genome(args: argparse.Namespace) -> int:
+    from evonas.build import build, count_flops, count_params
+    from evonas.config import space_settings
+    from evonas.genome import load_genome
+    from evonas.spaces import SequentialSpace
+    from evonas.tasks import load_task
+
+    genome = load_genome(args.file)
+    config = resolve(preset=args.preset, config_file=args.config, sets=args.set)
+    task = load_task(config["task"])
+    space = SequentialSpace(task.input_shape, task.num_classes, **space_settings(config))
+    try:
+        shapes = space.shapes(genome)
+    except ValueError as exc:
+        raise GenomeError(f"{args.file}: infeasible for input {task.input_shape}: {exc}") from None
+    print(f"{args.file}: input {task.input_shape}, {task.num_classes} classes ({task.name})")
+    for gene, shape in zip(genome.genes, shapes):
+        params = " ".join(f"{k}={v}" for k, v in gene.params.items())
+        print(f"  g{gene.id:<11} {gene.op:<9} {params:<60} -> {shape}")
+    model = build(genome, task.input_shape, task.num_classes)
+    flops = count_flops(model, task.input_shape)
+    print(f"  lr {genome.training['lr']:g}; {count_params(model):,} parameters; {flops:,} FLOPs")
+    for problem in space.problems(genome):
+        print(f"  note: outside the configured space: {problem}")
+    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -114,7 +151,7 @@ def print_summary(result, objectives: list[dict[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"search": cmd_search}[args.command](args)
+        return {"search": cmd_search, "genome": cmd_genome}[args.command](args)
     except USER_ERRORS as exc:
         print(f"evonas: error: {exc}", file=sys.stderr)
         return 2

@@ -156,6 +156,11 @@ def _set_path(config: dict[str, Any], path: list[str], value: Any) -> None:
     parent = ".".join(path[:-1])
     if path[-1] not in node and parent not in FREE_FORM:
         raise ConfigError(f"{dotted}: unknown setting")
+    if isinstance(node.get(path[-1]), dict) and dotted not in FREE_FORM:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{dotted}: expected a mapping of settings, got {value!r}")
+        _merge(node[path[-1]], value, prefix=f"{dotted}.")
+        return
     node[path[-1]] = value
 
 

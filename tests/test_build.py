@@ -4,8 +4,14 @@ from torch import nn
 from evonas.build import build, count_flops, count_params
 from evonas.genome import parse_genome
 
-CONV = {"op": "conv", "width": 8, "kernel": 3, "stride": 1, "activation": "relu",
-        "batch_norm": True}
+CONV = {
+    "op": "conv",
+    "width": 8,
+    "kernel": 3,
+    "stride": 1,
+    "activation": "relu",
+    "batch_norm": True,
+}
 RES = {"op": "residual", "width": 4, "kernel": 3, "activation": "silu", "batch_norm": False}
 DENSE = {"op": "dense", "units": 16, "activation": "gelu"}
 

@@ -5,15 +5,32 @@ import pytest
 from evonas.evaluate import evaluation_seed, run_job
 from tests.test_train import GENOME
 
-TASK = {"name": "synthetic", "options": {"samples": 200, "length": 12}, "split_seed": 0,
-        "val_fraction": 0.2, "test_fraction": 0.2}
-TRAINING = {"optimizer": "adam", "epochs": 2, "batch_size": 32, "weight_decay": 0.0,
-            "threads": 1, "max_seconds": 0.0}
+TASK = {
+    "name": "synthetic",
+    "options": {"samples": 200, "length": 12},
+    "split_seed": 0,
+    "val_fraction": 0.2,
+    "test_fraction": 0.2,
+}
+TRAINING = {
+    "optimizer": "adam",
+    "epochs": 2,
+    "batch_size": 32,
+    "weight_decay": 0.0,
+    "threads": 1,
+    "max_seconds": 0.0,
+}
 
 
 def job(genome=None, evaluator=None, **training):
-    return {"uid": 7, "genome": (genome or GENOME).to_dict(), "seed": 11, "task": TASK,
-            "training": {**TRAINING, **training}, "evaluator": evaluator}
+    return {
+        "uid": 7,
+        "genome": (genome or GENOME).to_dict(),
+        "seed": 11,
+        "task": TASK,
+        "training": {**TRAINING, **training},
+        "evaluator": evaluator,
+    }
 
 
 def test_builtin_job_reports_all_metrics():
@@ -40,7 +57,8 @@ def test_exceptions_become_failed_results():
 
 @pytest.fixture
 def evaluators(tmp_path, monkeypatch):
-    (tmp_path / "myeval.py").write_text(textwrap.dedent("""
+    (tmp_path / "myeval.py").write_text(
+        textwrap.dedent("""
         def score(genome, seed, budget):
             return {"val_accuracy": len(genome["layers"]) / 10, "seed": seed,
                     "epochs": budget["epochs"]}
@@ -50,7 +68,8 @@ def evaluators(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         def text(genome, seed, budget):
             return {"val_accuracy": "high"}
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
 
 

@@ -6,8 +6,15 @@ import yaml
 from evonas.genome import Gene, Genome, GenomeError, load_genome, parse_genome, save_genome
 
 LAYERS = [
-    {"id": 1, "op": "conv", "width": 8, "kernel": 3, "stride": 1, "activation": "relu",
-     "batch_norm": True},
+    {
+        "id": 1,
+        "op": "conv",
+        "width": 8,
+        "kernel": 3,
+        "stride": 1,
+        "activation": "relu",
+        "batch_norm": True,
+    },
     {"id": 2, "op": "pool", "kind": "max", "size": 2},
     {"id": 3, "op": "dense", "units": 16, "activation": "gelu"},
     {"id": 4, "op": "dropout", "rate": 0.25},
@@ -21,8 +28,9 @@ def genome_dict(**training):
 def test_parse_keeps_order_ids_and_params():
     genome = parse_genome(genome_dict())
     assert genome.gene_ids() == [1, 2, 3, 4]
-    assert genome.genes[0] == Gene(1, "conv", {k: v for k, v in LAYERS[0].items()
-                                               if k not in ("id", "op")})
+    assert genome.genes[0] == Gene(
+        1, "conv", {k: v for k, v in LAYERS[0].items() if k not in ("id", "op")}
+    )
     assert genome.training == {"lr": 0.01}
 
 

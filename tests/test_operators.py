@@ -58,7 +58,9 @@ def test_each_mutation_changes_something_usually_and_is_seeded(name):
     assert changed >= 10  # a genome without the parameter is returned unchanged
 
 
-@pytest.mark.parametrize("name", ["change_width", "change_kernel", "change_activation", "change_lr"])
+@pytest.mark.parametrize(
+    "name", ["change_width", "change_kernel", "change_activation", "change_lr"]
+)
 def test_parameter_mutations_keep_gene_ids(name):
     space = SPACES["2d"]
     for seed in range(20):
@@ -93,11 +95,24 @@ def test_crossover_takes_head_from_one_parent_and_tail_from_the_other():
 
 def test_crossover_never_puts_a_conv_after_a_dense():
     space = SPACES["1d"]
-    dense_first = parse_genome({"layers": [{"id": 1, "op": "dense", "units": 8,
-                                            "activation": "relu"}]})
-    conv_only = parse_genome({"layers": [{"id": 2, "op": "conv", "width": 4, "kernel": 3,
-                                          "stride": 1, "activation": "relu",
-                                          "batch_norm": False}]})
+    dense_first = parse_genome(
+        {"layers": [{"id": 1, "op": "dense", "units": 8, "activation": "relu"}]}
+    )
+    conv_only = parse_genome(
+        {
+            "layers": [
+                {
+                    "id": 2,
+                    "op": "conv",
+                    "width": 4,
+                    "kernel": 3,
+                    "stride": 1,
+                    "activation": "relu",
+                    "batch_norm": False,
+                }
+            ]
+        }
+    )
     for seed in range(20):
         child = crossover(dense_first, conv_only, space, random.Random(seed))
         assert space.problems(child) == []

@@ -61,15 +61,19 @@ def test_repair_clips_lr_and_truncates():
 
 def test_problems_report_values_outside_the_space():
     space = SPACES["1d"]
-    gene = Gene(1, "conv", {"width": 999, "kernel": 3, "stride": 1, "activation": "relu",
-                            "batch_norm": False})
+    gene = Gene(
+        1,
+        "conv",
+        {"width": 999, "kernel": 3, "stride": 1, "activation": "relu", "batch_norm": False},
+    )
     problems = space.problems(Genome(genes=(gene,)))
     assert problems == ["layer 0: width=999 not in [8, 16, 32, 64]"]
 
 
 def test_shapes_follow_conv_stride_and_dense():
     space = SPACES["2d"]
-    conv = Gene(1, "conv", {"width": 8, "kernel": 3, "stride": 2, "activation": "relu",
-                            "batch_norm": True})
+    conv = Gene(
+        1, "conv", {"width": 8, "kernel": 3, "stride": 2, "activation": "relu", "batch_norm": True}
+    )
     dense = Gene(2, "dense", {"units": 32, "activation": "relu"})
     assert space.shapes(Genome(genes=(conv, dense))) == [(8, 4, 4), (32,)]

@@ -8,8 +8,14 @@ from evonas.tasks import TaskError, load_task, split
 
 
 def spec(name, **extra):
-    return {"name": name, "options": {}, "split_seed": 0, "val_fraction": 0.2,
-            "test_fraction": 0.2, **extra}
+    return {
+        "name": name,
+        "options": {},
+        "split_seed": 0,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        **extra,
+    }
 
 
 def test_digits_as_images_with_fixed_splits():
@@ -18,7 +24,7 @@ def test_digits_as_images_with_fixed_splits():
     assert data.num_classes == 10
     total = len(data.x_train) + len(data.x_val) + len(data.x_test)
     assert total == 1797
-    assert 0 <= data.x_train.min() and data.x_train.max() <= 1
+    assert data.x_train.min() >= 0 and data.x_train.max() <= 1
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
 
 
@@ -49,7 +55,8 @@ def test_synthetic_is_small_and_learnable_shape():
 
 
 def test_user_task(tmp_path, monkeypatch):
-    (tmp_path / "mytask.py").write_text(textwrap.dedent("""
+    (tmp_path / "mytask.py").write_text(
+        textwrap.dedent("""
         import numpy as np
         def make(n=30):
             rng = np.random.default_rng(0)
@@ -58,7 +65,8 @@ def test_user_task(tmp_path, monkeypatch):
             return {"x_train": x, "y_train": y, "x_val": x[:10], "y_val": y[:10]}
         def broken():
             return [1, 2]
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     data = load_task(spec("mytask:make", options={"n": 40}))
     assert data.input_shape == (5,)

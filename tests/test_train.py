@@ -7,18 +7,41 @@ from evonas.genome import parse_genome
 from evonas.tasks import load_task
 from evonas.train import TimeBudgetExceeded, TrainingDiverged, accuracy, train
 
-SETTINGS = {"optimizer": "adam", "epochs": 8, "batch_size": 32, "weight_decay": 0.0,
-            "max_seconds": 0.0}
-GENOME = parse_genome({"layers": [
-    {"id": 1, "op": "conv", "width": 8, "kernel": 3, "stride": 1, "activation": "relu",
-     "batch_norm": True},
-    {"id": 2, "op": "dense", "units": 16, "activation": "relu"},
-]})
+SETTINGS = {
+    "optimizer": "adam",
+    "epochs": 8,
+    "batch_size": 32,
+    "weight_decay": 0.0,
+    "max_seconds": 0.0,
+}
+GENOME = parse_genome(
+    {
+        "layers": [
+            {
+                "id": 1,
+                "op": "conv",
+                "width": 8,
+                "kernel": 3,
+                "stride": 1,
+                "activation": "relu",
+                "batch_norm": True,
+            },
+            {"id": 2, "op": "dense", "units": 16, "activation": "relu"},
+        ]
+    }
+)
 
 
 def data():
-    return load_task({"name": "synthetic", "options": {"samples": 300, "length": 12},
-                      "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2})
+    return load_task(
+        {
+            "name": "synthetic",
+            "options": {"samples": 300, "length": 12},
+            "split_seed": 0,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        }
+    )
 
 
 def trained(seed, **settings):

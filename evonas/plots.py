@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+LOG_SCALE = {"params", "flops", "size_bytes", "latency_ms"}
 
 
 def progress_data(generations: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
@@ -42,6 +45,9 @@ def plot_progress(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figur
         ax.plot(part["generation"], part["median"], marker=".", linestyle="--", label="median")
         ax.set_title(f"{objective['name']} ({objective['goal']})")
         ax.set_xlabel("generation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if objective["name"] in LOG_SCALE and (part["best"] > 0).all():
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -82,7 +88,7 @@ def plot_pareto(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
         ax.step(front[x_name], front[y_name], where="post", color="crimson", label="front")
         ax.scatter(front[x_name], front[y_name], facecolors="none", edgecolors="crimson", s=40)
         ax.legend()
-        if x_name in ("params", "flops"):
+        if x_name in LOG_SCALE:
             ax.set_xscale("log")
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,40 @@ def _positive_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '30m', '2h' or '1d'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90s, 30m or 2h, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _add_limits(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--generations", type=_positive_int, metavar="N", help="search.generations"
+    )
+    command.add_argument(
+        "--max-time",
+        type=_duration,
+        metavar="T",
+        help="stop at the first generation boundary after T (e.g. 90m, 2h)",
+    )
+    command.add_argument(
+        "--max-evaluations",
+        type=_positive_int,
+        metavar="N",
+        help="stop before a generation would exceed N evaluations",
+    )
+    command.add_argument("--n-jobs", type=_positive_int, metavar="N", help="parallel.n_jobs")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,11 +89,20 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--runs-dir", default="runs", metavar="DIR", help="parent of run directories"
     )
-    search.add_argument("--generations", type=_positive_int, metavar="N", help="search.generations")
     search.add_argument("--population", type=_positive_int, metavar="N", help="search.population")
     search.add_argument("--epochs", type=_positive_int, metavar="N", help="training.epochs")
     search.add_argument("--seed", type=_positive_int, metavar="N", help="seed")
-    search.add_argument("--n-jobs", type=_positive_int, metavar="N", help="parallel.n_jobs")
+    _add_limits(search)
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run after Ctrl-C, kill -9 or a reboot, or extend it",
+        description="Continue a run exactly where it was left: journaled evaluations are replayed, "
+        "only unfinished ones run. Generations and run limits may be raised.",
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+    _add_limits(resume)
+    status = commands.add_parser("status", help="where a run is: generation, evaluations, best")
+    status.add_argument("run_dir", metavar="RUN_DIR")
     genome = commands.add_parser(
         "genome",
         help="check a genome file and show its layers, shapes, parameters and FLOPs",
@@ -99,18 +144,18 @@ def cmd_genome(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from evonas.evolve import run_search
+    from evonas.evolve import start_search
+    from evonas.progress import Progress
 
     config = resolve(
         preset=args.preset,
         config_file=args.config,
         sets=args.set,
         overrides={
-            "search.generations": args.generations,
             "search.population": args.population,
             "training.epochs": args.epochs,
             "seed": args.seed,
-            "parallel.n_jobs": args.n_jobs,
+            **_limit_changes(args),
         },
     )
     name = args.name or args.preset or time.strftime("run-%Y%m%d-%H%M%S")
@@ -118,8 +163,79 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--name: expected a plain directory name, got {name!r}")
     run_dir = Path(args.runs_dir) / name
     print(f"evonas: searching into {run_dir}", flush=True)
-    result = run_search(config, run_dir, log=lambda line: print(line, flush=True))
-    print_summary(result, config["search"]["objectives"])
+    progress = Progress(config["search"]["generations"])
+    return _drive(start_search(config, run_dir, log=_print, progress=progress))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from evonas.evolve import resume_search
+    from evonas.progress import Progress
+
+    progress = Progress()
+    search = resume_search(args.run_dir, _limit_changes(args), log=_print, progress=progress)
+    progress.total_generations = search.config["search"]["generations"]
+    print(f"evonas: resuming {args.run_dir}", flush=True)
+    return _drive(search)
+
+
+def _limit_changes(args: argparse.Namespace) -> dict:
+    return {
+        "search.generations": args.generations,
+        "search.max_time": args.max_time,
+        "search.max_evaluations": args.max_evaluations,
+        "parallel.n_jobs": args.n_jobs,
+    }
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _drive(search) -> int:
+    """Run a search with signal handling: the first SIGINT/SIGTERM stops dispatching and lets
+    evaluations in flight finish; a second one stops at once. Exit 128 + signal number."""
+    from evonas.evolve import INTERRUPTED
+
+    resume = f"evonas resume {shlex.quote(str(search.store.run_dir))}"
+
+    def on_signal(signum: int, frame) -> None:
+        if search.stop_signal is not None:
+            raise KeyboardInterrupt
+        search.request_stop(signum)
+        print(
+            f"\nevonas: {signal.Signals(signum).name}: finishing evaluations in flight "
+            "(again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = search.run()
+    except KeyboardInterrupt:
+        signum = search.stop_signal or signal.SIGINT
+        print(f"evonas: stopped at once; resume with: {resume}", file=sys.stderr, flush=True)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        search.store.close()
+    if result.state == INTERRUPTED:
+        print(f"evonas: resume with: {resume}", file=sys.stderr, flush=True)
+        return 128 + search.stop_signal
+    print_summary(result, search.config["search"]["objectives"])
+    if result.state != "finished":
+        print(
+            f"evonas: {result.reason}; extend with: {resume} --generations N|--max-time T|"
+            "--max-evaluations N"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from evonas.analysis import run_status
+
+    print(run_status(args.run_dir))
     return 0
 
 
@@ -127,7 +243,11 @@ def print_summary(result, objectives: list[dict[str, str]]) -> None:
     individuals = result.individuals
     ok = individuals[individuals["status"] == "ok"]
     failed = len(individuals) - len(ok)
-    print(f"\n{len(individuals)} evaluations ({failed} failed) in {result.run_dir}")
+    cached = int(individuals["cached_from"].notna().sum()) if "cached_from" in individuals else 0
+    print(
+        f"\n{len(individuals)} evaluations ({failed} failed, {cached} from the cache) in "
+        f"{result.run_dir}"
+    )
     names = [o["name"] for o in objectives]
     for objective in objectives:
         name = objective["name"]
@@ -151,12 +271,18 @@ def print_summary(result, objectives: list[dict[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"search": cmd_search, "genome": cmd_genome}[args.command](args)
+        commands = {
+            "search": cmd_search,
+            "resume": cmd_resume,
+            "status": cmd_status,
+            "genome": cmd_genome,
+        }
+        return commands[args.command](args)
     except USER_ERRORS as exc:
         print(f"evonas: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nevonas: interrupted; every finished evaluation is in the journal", file=sys.stderr)
+        print("\nevonas: interrupted", file=sys.stderr)
         return 130
 
 

@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 64,
         "weight_decay": 0.0,
         "threads": 1,
-        "max_seconds": 0.0,
+        "timeout": 0.0,
     },
     "search": {
         "strategy": "nsga2",
@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
             {"name": "params", "goal": "min"},
         ],
         "tournament_size": 3,
+        "max_evaluations": 0,
+        "max_time": 0.0,
         "operators": {
             "add_layer": 1.0,
             "remove_layer": 1.0,
@@ -71,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
             "crossover": 1.0,
         },
     },
-    "parallel": {"n_jobs": 1},
+    "parallel": {"n_jobs": 1, "crash_retries": 1},
 }
 
 STRATEGIES = ("nsga2", "tournament")
@@ -272,7 +274,7 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("epochs", "batch_size", "threads"):
         _require(training[key] >= 1, f"training.{key}: must be >= 1, got {training[key]}")
     _require(training["weight_decay"] >= 0, "training.weight_decay: must be >= 0")
-    _require(training["max_seconds"] >= 0, "training.max_seconds: must be >= 0 (0 = no limit)")
+    _require(training["timeout"] >= 0, "training.timeout: must be >= 0 seconds (0 = no limit)")
 
     search = config["search"]
     _require(
@@ -292,6 +294,12 @@ def validate(config: dict[str, Any]) -> None:
         )
     _validate_operators(search["operators"])
     _require(config["parallel"]["n_jobs"] >= 1, "parallel.n_jobs: must be >= 1")
+    _require(config["parallel"]["crash_retries"] >= 0, "parallel.crash_retries: must be >= 0")
+    _require(search["max_time"] >= 0, "search.max_time: must be >= 0 seconds (0 = no limit)")
+    _require(
+        search["max_evaluations"] == 0 or search["max_evaluations"] >= search["population"],
+        "search.max_evaluations: must be 0 (no limit) or >= search.population",
+    )
 
 
 def _validate_objectives(objectives: Any) -> None:

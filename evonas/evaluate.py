@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-OK, FAILED = "ok", "failed"
+OK, FAILED, TIMEOUT, CRASHED, OOM = "ok", "failed", "timeout", "crashed", "oom"
+STATUSES = (OK, FAILED, TIMEOUT, CRASHED, OOM)
+
+
+class EvaluationTimeout(TimeoutError):
+    """The evaluation ran past `training.timeout` seconds of wall clock."""
 
 
 def evaluation_seed(run_seed: int, uid: int) -> int:
@@ -22,19 +31,57 @@ def evaluation_seed(run_seed: int, uid: int) -> int:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate one job; never raises for a failing evaluation (the status says what happened)."""
     started = time.time()
     result: dict[str, Any] = {"uid": job["uid"], "worker": os.getpid(), "started_at": started}
+    timeout = float(job["training"].get("timeout") or 0)
     try:
-        metrics = _run_user_evaluator(job) if job.get("evaluator") else _train_builtin(job)
+        with _alarm(timeout):
+            metrics = _run_user_evaluator(job) if job.get("evaluator") else _train_builtin(job)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
         result.update(status=OK, error=None, metrics=metrics)
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
-        result.update(status=FAILED, error=_one_line(exc), metrics={})
+        result.update(status=_status_of(exc), error=_one_line(exc), metrics={})
         result["traceback"] = traceback.format_exc(limit=8)
     result["finished_at"] = time.time()
     return result
+
+
+def _status_of(exc: BaseException) -> str:
+    from evonas.train import TimeBudgetExceeded
+
+    if isinstance(exc, EvaluationTimeout | TimeBudgetExceeded):
+        return TIMEOUT
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return OOM  # torch.cuda.OutOfMemoryError, without importing torch here
+    return FAILED
+
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise EvaluationTimeout in this (main) thread after `seconds`; 0 means no limit."""
+    usable = seconds > 0 and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise EvaluationTimeout(f"evaluation exceeded its timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group; only the parent handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,15 +1,17 @@
-"""The generation loop (torch-free).
+"""The generation loop (torch-free), resumable by replay.
 
     1. Sample the initial population from the space; evaluate it (generation 0).
-    2. For each further generation:
+    2. For each further generation, unless a run limit is reached or a stop was requested:
        a. breed `population` children: pick an operator by weight, select its parents, vary;
        b. evaluate the children in parallel, journaling each result as it arrives;
        c. select the survivors from parents + children (NSGA-II or best-k);
        d. journal the generation and redraw the plots.
-    3. Print the best per objective and the Pareto table.
+    3. Report the best per objective and the Pareto table.
 
 All randomness flows from one `random.Random(seed)`; evaluation seeds depend only on (seed, uid),
-so the same config and seed give the same history whatever the number of workers.
+so the same config and seed give the same history whatever the number of workers. Resuming runs
+the same loop again and takes each journaled result instead of evaluating it: the replay retraces
+the original run exactly, and only evaluations that were never journaled are run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
-from evonas.config import space_settings
+from evonas.config import ConfigError, space_settings, validate
 from evonas.evaluate import OK, evaluation_seed
 from evonas.operators import OPERATORS
 from evonas.parallel import evaluate_stream
 from evonas.plots import pareto_data, write_generation_plots
+from evonas.progress import Progress
 from evonas.spaces import SequentialSpace
-from evonas.store import Store
+from evonas.store import RunDirError, Store
 from evonas.strategies import (
     Individual,
     fitness_class,
@@ -45,11 +50,17 @@ from evonas.strategies import (
 from evonas.tasks import load_task
 
 MAX_VARIATION_ATTEMPTS = 20
+# Settings that may change when a run is resumed; anything else would break the replay.
+RESUMABLE = ("search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs")
+
+FINISHED, STOPPED, INTERRUPTED = "finished", "stopped", "interrupted"
 
 
 @dataclass
 class SearchResult:
     run_dir: Path
+    state: str  # finished | stopped (a run limit) | interrupted (a signal)
+    reason: str
     individuals: pd.DataFrame
     generations: pd.DataFrame
     pareto: pd.DataFrame
@@ -66,13 +77,19 @@ def versions() -> dict[str, str]:
 
 
 class Search:
-    """One run of the loop; `run()` executes the numbered steps of the module docstring."""
+    """One session of a run; `run()` executes the numbered steps of the module docstring."""
 
     def __init__(
-        self, config: dict[str, Any], run_dir: str | Path, log: Callable[[str], None] = print
+        self,
+        config: dict[str, Any],
+        store: Store,
+        log: Callable[[str], None] = print,
+        progress: Progress | None = None,
     ) -> None:
         self.config = config
-        self.log = log
+        self.store = store
+        self.echo = log
+        self.progress = progress or Progress(enabled=False)
         task = load_task(config["task"])
         self.space = SequentialSpace(
             input_shape=task.input_shape, num_classes=task.num_classes, **space_settings(config)
@@ -84,32 +101,65 @@ class Search:
         self.fitness_cls = fitness_class(self.objectives)
         self.rng = random.Random(config["seed"])
         self.next_uid = 0
-        self.cache: dict[str, int] = {}  # cache key -> uid of the journaled ok evaluation
+        self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
         self.by_uid: dict[int, Individual] = {}
-        self.store = Store.create(run_dir, config)
-        self.store.set_meta({"versions": versions(), "input_shape": task.input_shape})
-        self.started = time.perf_counter()
+        self.journal = store.journaled_rows()  # results to replay instead of evaluating
+        self.journaled_generations = store.journaled_generations()
+        self.stop_signal: int | None = None
+        self.new_generations = 0  # generations journaled in this session
+        meta = store.meta()
+        self.previous_seconds = float(meta.get("elapsed_seconds", 0.0))
+        self.started = time.monotonic()
+        store.set_meta(
+            {
+                "config": config,
+                "versions": versions(),
+                "device": "cpu",
+                "input_shape": task.input_shape,
+                "state": "running",
+            }
+        )
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> SearchResult:
-        try:
-            population = [
-                self.new_individual(self.space.sample(self.rng), 0)
-                for _ in range(self.population_size)
-            ]
-            self.evaluate(population)
-            self.finish_generation(0, population, population)
-            for generation in range(1, self.config["search"]["generations"] + 1):
-                children = self.breed(population, generation)
-                self.evaluate(children)
-                population = select_survivors(
-                    self.strategy, population + children, self.population_size
-                )
-                self.finish_generation(generation, population, children)
-            return self.result()
-        finally:
-            self.store.close()
+        generations = self.config["search"]["generations"]
+        if self.journal:
+            self.log(f"replaying {len(self.journal)} journaled evaluations")
+        population = [
+            self.new_individual(self.space.sample(self.rng), 0) for _ in range(self.population_size)
+        ]
+        if not self.evaluate(population, 0):
+            return self.end(INTERRUPTED, self.signal_name())
+        self.finish_generation(0, population, population)
+        for generation in range(1, generations + 1):
+            if self.stop_signal is not None:
+                return self.end(INTERRUPTED, self.signal_name())
+            if generation not in self.journaled_generations:
+                reason = self.limit_reached()
+                if reason:
+                    return self.end(STOPPED, reason)
+            children = self.breed(population, generation)
+            if not self.evaluate(children, generation):
+                return self.end(INTERRUPTED, self.signal_name())
+            population = select_survivors(
+                self.strategy, self.distinct(population + children), self.population_size
+            )
+            self.finish_generation(generation, population, children)
+        if not self.new_generations:
+            self.log(f"the run was already finished ({generations} generations); nothing to do")
+        return self.end(FINISHED, f"all {generations} generations done")
+
+    def distinct(self, candidates: list[Individual]) -> list[Individual]:
+        """Drop later copies of the same architecture, as long as enough remain to select from:
+        duplicates crowd a small population and add nothing to the front."""
+        seen: set[str] = set()
+        unique = []
+        for ind in candidates:
+            if ind.genome.arch_key() not in seen:
+                seen.add(ind.genome.arch_key())
+                unique.append(ind)
+        return unique if len(unique) >= self.population_size else candidates
 
     def new_individual(
         self, genome, generation: int, parents: tuple[int, ...] = (), operator: str = "sample"
@@ -139,32 +189,54 @@ class Search:
             children.append(self.new_individual(genome, generation, parent_uids, operator.name))
         return children
 
-    def evaluate(self, individuals: list[Individual]) -> None:
-        """Evaluate in parallel; identical work (same cache key) is trained once."""
+    def evaluate(self, individuals: list[Individual], generation: int) -> bool:
+        """Evaluate in parallel; journaled results are replayed and identical work (same cache
+        key) is trained once. False when a stop request left some individuals unevaluated."""
         jobs, duplicates, first_of = [], [], {}
         for ind in individuals:
             self.by_uid[ind.uid] = ind
             key = self.cache_key(ind)
-            if key in self.cache:
+            if ind.uid in self.journal:
+                self.replay(ind, self.journal[ind.uid])
+            elif key in self.cache:
                 self.record_cached(ind, self.by_uid[self.cache[key]])
             elif key in first_of:
                 duplicates.append((ind, first_of[key]))
             else:
                 first_of[key] = ind
                 jobs.append(self.job(ind))
-        for result in evaluate_stream(jobs, self.config["parallel"]["n_jobs"]):
+        done = len(individuals) - len(jobs) - len(duplicates)
+        self.progress.start_generation(generation, len(individuals), done)
+        parallel = self.config["parallel"]
+        stream = evaluate_stream(
+            jobs,
+            parallel["n_jobs"],
+            crash_retries=parallel["crash_retries"],
+            should_stop=lambda: self.stop_signal is not None,
+        )
+        for result in stream:
             self.record_result(self.by_uid[result["uid"]], result)
         for ind, original in duplicates:
-            self.record_cached(ind, original)
+            if original.status != "pending":
+                self.record_cached(ind, original)
+        return all(ind.status != "pending" for ind in individuals)
 
     def finish_generation(
         self, generation: int, population: list[Individual], evaluated: list[Individual]
     ) -> None:
         stats = self.population_stats(population)
         failed = sum(ind.status != OK for ind in evaluated)
-        self.store.record_generation(
-            generation, [ind.uid for ind in population], len(evaluated), failed, stats
-        )
+        uids = [ind.uid for ind in population]
+        if generation in self.journaled_generations:
+            if self.journaled_generations[generation] != uids:
+                raise RunDirError(
+                    f"{self.store.run_dir}: the replay of generation {generation} disagrees with "
+                    "the journal; the run was made by another version of evonas or its task changed"
+                )
+            return
+        self.store.record_generation(generation, uids, len(evaluated), failed, stats)
+        self.new_generations += 1
+        self.store.set_meta({"elapsed_seconds": self.elapsed(), "generation": generation})
         write_generation_plots(
             self.store.run_dir / "plots",
             self.store.individuals(),
@@ -173,10 +245,43 @@ class Search:
         )
         summary = ", ".join(f"best {k[5:]} {_fmt(v)}" for k, v in stats.items() if k[:5] == "best_")
         last = self.config["search"]["generations"]
-        elapsed = time.perf_counter() - self.started
         self.log(
             f"generation {generation}/{last}: {len(evaluated)} evaluated, {failed} failed; "
-            f"{summary} [{elapsed:.0f} s]"
+            f"{summary} [{self.elapsed():.0f} s]"
+        )
+
+    def limit_reached(self) -> str | None:
+        """A run limit that forbids starting another generation, checked at its boundary."""
+        search = self.config["search"]
+        if search["max_evaluations"]:
+            done = len(self.by_uid)
+            if done + self.population_size > search["max_evaluations"]:
+                return f"max_evaluations {search['max_evaluations']} reached ({done} done)"
+        if search["max_time"] and self.elapsed() >= search["max_time"]:
+            return f"max_time {search['max_time']:g} s reached"
+        return None
+
+    def request_stop(self, signum: int) -> None:
+        """Stop dispatching; evaluations in flight finish and are journaled."""
+        self.stop_signal = signum
+
+    def signal_name(self) -> str:
+        import signal
+
+        return signal.Signals(self.stop_signal).name if self.stop_signal else "stop requested"
+
+    def end(self, state: str, reason: str) -> SearchResult:
+        self.progress.close()
+        if state == INTERRUPTED:
+            self.log(f"interrupted ({reason}); every finished evaluation is in the journal")
+        elif state == STOPPED:
+            self.log(f"stopped: {reason}")
+        self.store.set_meta({"state": state, "reason": reason, "elapsed_seconds": self.elapsed()})
+        individuals = self.store.individuals()
+        front = pareto_data(individuals, self.objectives).query("on_front")["uid"]
+        pareto = individuals[individuals["uid"].isin(front)].reset_index(drop=True)
+        return SearchResult(
+            self.store.run_dir, state, reason, individuals, self.store.generations(), pareto
         )
 
     # --- evaluation bookkeeping ---------------------------------------------------------------
@@ -197,31 +302,37 @@ class Search:
             "evaluator": None if evaluator == "builtin" else evaluator,
         }
 
+    def apply(self, ind: Individual, status: str, error: str | None, metrics: dict) -> None:
+        ind.status, ind.error, ind.metrics = status, error, metrics
+        ind.fitness = self.fitness_cls(fitness_values(metrics, status == OK, self.objectives))
+        self.cache.setdefault(self.cache_key(ind), ind.uid)
+
+    def replay(self, ind: Individual, row: dict[str, Any]) -> None:
+        if row["arch_key"] != ind.genome.arch_key():
+            raise RunDirError(
+                f"{self.store.run_dir}: journaled uid {ind.uid} is not what the replay produced; "
+                "the run was made by another version of evonas or its task changed"
+            )
+        metrics = {k: v for k, v in row.items() if k not in _ROW_COLUMNS}
+        self.apply(ind, row["status"], row.get("error"), metrics)
+
     def record_result(self, ind: Individual, result: dict[str, Any]) -> None:
-        ind.status = result["status"]
-        ind.metrics = result["metrics"]
-        ind.error = result.get("error")
-        ind.fitness = self.fitness_cls(
-            fitness_values(ind.metrics, ind.status == OK, self.objectives)
-        )
+        self.apply(ind, result["status"], result.get("error"), result["metrics"])
         row = self.row(ind, None)
         row.update(
-            worker=str(result.get("worker")),
+            worker=str(result["worker"]) if result.get("worker") else None,
             started_at=result.get("started_at"),
             finished_at=result.get("finished_at"),
             eval_seconds=result["finished_at"] - result["started_at"],
         )
         self.store.record_individual(row, ind.metrics)
-        self.cache.setdefault(self.cache_key(ind), ind.uid)
+        self.progress.advance(ind.status != OK, self.best_text())
         if ind.status != OK:
-            self.log(f"  uid {ind.uid} failed: {result.get('error')}")
+            self.log(f"  uid {ind.uid} {ind.status}: {ind.error}")
 
     def record_cached(self, ind: Individual, original: Individual) -> None:
         """Reuse the journaled result (success or failure) of identical work."""
-        ind.status, ind.error, ind.metrics = original.status, original.error, dict(original.metrics)
-        ind.fitness = self.fitness_cls(
-            fitness_values(ind.metrics, ind.status == OK, self.objectives)
-        )
+        self.apply(ind, original.status, original.error, dict(original.metrics))
         self.store.record_individual(self.row(ind, original.uid), ind.metrics)
 
     def row(self, ind: Individual, cached_from: int | None) -> dict[str, Any]:
@@ -250,19 +361,113 @@ class Search:
                 stats[f"median_{name}"] = statistics.median(values)
         return stats
 
-    def result(self) -> SearchResult:
-        individuals = self.store.individuals()
-        front = pareto_data(individuals, self.objectives).query("on_front")["uid"]
-        pareto = individuals[individuals["uid"].isin(front)].reset_index(drop=True)
-        return SearchResult(self.store.run_dir, individuals, self.store.generations(), pareto)
+    def best_text(self) -> str:
+        objective = self.objectives[0]
+        values = [
+            ind.metrics[objective["name"]]
+            for ind in self.by_uid.values()
+            if ind.status == OK and objective["name"] in ind.metrics
+        ]
+        if not values:
+            return ""
+        best = max(values) if objective["goal"] == "max" else min(values)
+        return f"best {objective['name']} {_fmt(best)}"
+
+    def elapsed(self) -> float:
+        return self.previous_seconds + time.monotonic() - self.started
+
+    def log(self, line: str) -> None:
+        self.progress.clear()
+        self.echo(line)
+        with open(self.store.run_dir / "log.txt", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+_ROW_COLUMNS = {
+    "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
+    "cached_from", "worker", "started_at", "finished_at", "eval_seconds",
+}  # fmt: skip
 
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+def start_search(
+    config: dict[str, Any],
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+    progress: Progress | None = None,
+) -> Search:
+    """A new run directory and the search that will fill it."""
+    load_task(config["task"])  # a bad task is an error before anything is written
+    store = Store.create(run_dir, config)
+    try:
+        return Search(config, store, log, progress)
+    except BaseException:
+        store.close()
+        raise
+
+
+def resume_search(
+    run_dir: str | Path,
+    changes: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    progress: Progress | None = None,
+) -> Search:
+    """Reopen a run with its recorded config; only RESUMABLE settings may change."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise RunDirError(f"{run_dir}: no config.yaml here; is this a run directory?")
+    config = yaml.safe_load(config_path.read_text())
+    store = Store.open(run_dir)
+    try:
+        meta = store.meta()
+        if "config" in meta and _fixed_part(meta["config"]) != _fixed_part(config):
+            raise RunDirError(
+                f"{config_path}: changed since the run started; a resumed run must replay the "
+                f"same config (only {', '.join(RESUMABLE)} may change, as resume flags)"
+            )
+        for dotted, value in (changes or {}).items():
+            if dotted not in RESUMABLE:
+                raise ConfigError(
+                    f"{dotted}: cannot change on resume (only {', '.join(RESUMABLE)})"
+                )
+            if value is not None:
+                section, key = dotted.split(".")
+                config[section][key] = value
+        validate(config)
+        old = meta.get("versions")
+        if old and old != versions():
+            changed = [f"{k} {old.get(k)} -> {v}" for k, v in versions().items() if old.get(k) != v]
+            print(
+                f"evonas: warning: library versions changed: {'; '.join(changed)}", file=sys.stderr
+            )
+        tmp = config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.replace(config_path)
+        return Search(config, store, log, progress)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _fixed_part(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without the settings that may change on resume."""
+    fixed = json.loads(json.dumps(config))
+    for dotted in RESUMABLE:
+        section, key = dotted.split(".")
+        fixed.get(section, {}).pop(key, None)
+    return fixed
+
+
 def run_search(
     config: dict[str, Any], run_dir: str | Path, log: Callable[[str], None] = print
 ) -> SearchResult:
     """Run a whole search into a new run directory and return its tables."""
-    return Search(config, run_dir, log).run()
+    search = start_search(config, run_dir, log)
+    try:
+        return search.run()
+    finally:
+        search.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ def load_callable(ref: str, what: str) -> Callable[..., Any]:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise PluginError(f"{what}: expected pkg.module:function, got {ref!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # `evonas` runs as a console script: find the user's modules
     try:
         if module_name.endswith(".py"):
             module = _import_file(Path(module_name))

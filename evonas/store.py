@@ -7,7 +7,9 @@ is committed as soon as it returns. Metric columns are added as metrics first ap
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import sqlite3
 import time
@@ -55,10 +57,14 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
 
 
+LOCK = ".lock"
+
+
 class Store:
     def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
         self.run_dir = run_dir
         self.db = connection
+        self._lock_file = None
 
     @classmethod
     def create(cls, run_dir: str | Path, config: dict[str, Any]) -> Store:
@@ -73,12 +79,47 @@ class Store:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         tmp.replace(run_dir / "config.yaml")
         store = cls(run_dir, _connect(run_dir / JOURNAL))
+        store.lock()
         store.db.executescript(_SCHEMA)
         store.db.commit()
         return store
 
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Store:
+        """Open an existing run for writing (resume); takes the run's lock."""
+        run_dir = Path(run_dir)
+        if not (run_dir / JOURNAL).exists():
+            raise RunDirError(f"{run_dir}: no {JOURNAL} here; is this a run directory?")
+        store = cls(run_dir, _connect(run_dir / JOURNAL))
+        store.lock()
+        store.db.executescript(_SCHEMA)
+        return store
+
+    def lock(self) -> None:
+        """One writer per run: an OS lock that dies with its process (no stale locks)."""
+        handle = open(self.run_dir / LOCK, "a+")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            self.db.close()
+            raise RunDirError(
+                f"{self.run_dir}: in use by another evonas process (pid {holder}); "
+                "wait for it or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
     def close(self) -> None:
         self.db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -135,6 +176,23 @@ class Store:
 
     # --- reading ------------------------------------------------------------------------------
 
+    def meta(self) -> dict[str, Any]:
+        return read_meta(self.db)
+
+    def journaled_rows(self) -> dict[int, dict[str, Any]]:
+        """Every journaled evaluation by uid, as a dict of its columns (NULLs dropped)."""
+        cursor = self.db.execute("SELECT * FROM individuals")
+        names = [d[0] for d in cursor.description]
+        rows = {}
+        for values in cursor:
+            row = {k: v for k, v in zip(names, values) if v is not None}
+            rows[row["uid"]] = row
+        return rows
+
+    def journaled_generations(self) -> dict[int, list[int]]:
+        rows = self.db.execute("SELECT generation, population FROM generations")
+        return {generation: json.loads(population) for generation, population in rows}
+
     def individuals(self) -> pd.DataFrame:
         return read_table(self.db, "individuals", "uid")
 
@@ -147,6 +205,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+def read_meta(db: sqlite3.Connection) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """True while some process holds the run's writer lock."""
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def read_table(db: sqlite3.Connection, table: str, order_by: str) -> pd.DataFrame:

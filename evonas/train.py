@@ -52,7 +52,7 @@ def train(
     """Train `model` in place with mini-batch gradient descent; returns loss and timing.
 
     Shuffling and initialisation-independent randomness (dropout) come from `seed`. Raises
-    TrainingDiverged on a non-finite loss and TimeBudgetExceeded past `settings['max_seconds']`.
+    TrainingDiverged on a non-finite loss and TimeBudgetExceeded past `settings['timeout']` seconds.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -60,7 +60,7 @@ def train(
     optimizer = make_optimizer(model, settings["optimizer"], lr, settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
     batch_size, epochs = settings["batch_size"], settings["epochs"]
-    max_seconds = settings.get("max_seconds")
+    budget = settings.get("timeout")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(1, epochs * math.ceil(len(xt) / batch_size))
     )
@@ -81,8 +81,8 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
-        if max_seconds and time.perf_counter() - start > max_seconds:
+        if budget and time.perf_counter() - start > budget:
             raise TimeBudgetExceeded(
-                f"training exceeded its budget of {max_seconds} s in epoch {epoch + 1}"
+                f"training exceeded its budget of {budget} s in epoch {epoch + 1}"
             )
     return {"train_loss": loss_value, "train_seconds": time.perf_counter() - start}

@@ -18,7 +18,7 @@ TRAINING = {
     "batch_size": 32,
     "weight_decay": 0.0,
     "threads": 1,
-    "max_seconds": 0.0,
+    "timeout": 0.0,
 }
 
 

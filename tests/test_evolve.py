@@ -1,11 +1,15 @@
 import json
-import sys
+import shutil
+import sqlite3
 import textwrap
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from evonas.config import resolve
-from evonas.evolve import run_search
+from evonas.config import ConfigError, resolve
+from evonas.evolve import resume_search, run_search
+from evonas.store import RunDirError
 from evonas.operators import OPERATORS
 
 TINY = [
@@ -55,7 +59,8 @@ def test_search_learns_something(tmp_path):
 
 
 @pytest.fixture
-def evaluators(tmp_path, monkeypatch):
+def evaluators(tmp_path):
+    """A user evaluator given by file path (workers import it from there)."""
     (tmp_path / "fake_eval.py").write_text(
         textwrap.dedent(f"""
         import math
@@ -71,15 +76,13 @@ def evaluators(tmp_path, monkeypatch):
             return {{"val_accuracy": genome["training"]["lr"] * 10 + n, "params": 10.0 * n}}
     """)
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fake_eval", raising=False)
-    return tmp_path / "calls.txt"
+    return tmp_path
 
 
 def test_failures_are_data_and_the_run_goes_on(tmp_path, evaluators):
     result = search(
         tmp_path,
-        "training.evaluator=fake_eval:score",
+        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
         "search.generations=3",
         "search.population=6",
     )
@@ -95,7 +98,7 @@ def test_failures_are_data_and_the_run_goes_on(tmp_path, evaluators):
 def test_identical_work_is_evaluated_once(tmp_path, evaluators):
     result = search(
         tmp_path,
-        "training.evaluator=fake_eval:score",
+        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
         "space.ops=[dense]",
         "space.units=[8]",
         "space.activations=[relu]",
@@ -107,7 +110,7 @@ def test_identical_work_is_evaluated_once(tmp_path, evaluators):
     people = result.individuals
     cached = people[people["cached_from"].notna()]
     assert len(cached) > 0
-    assert evaluators.read_text().count("x") == len(people) - len(cached)
+    assert (evaluators / "calls.txt").read_text().count("x") == len(people) - len(cached)
     for _, row in cached.iterrows():
         original = people.set_index("uid").loc[int(row["cached_from"])]
         assert original["arch_key"] == row["arch_key"]
@@ -117,7 +120,7 @@ def test_identical_work_is_evaluated_once(tmp_path, evaluators):
 def test_tournament_strategy_single_objective(tmp_path, evaluators):
     result = search(
         tmp_path,
-        "training.evaluator=fake_eval:score",
+        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
         "search.strategy=tournament",
         "search.objectives=[{name: val_accuracy, goal: max}]",
     )
@@ -127,9 +130,127 @@ def test_tournament_strategy_single_objective(tmp_path, evaluators):
 
 
 def test_same_seed_same_history_different_seed_different(tmp_path, evaluators):
-    a = search(tmp_path, "training.evaluator=fake_eval:score", name="a").individuals
-    b = search(tmp_path, "training.evaluator=fake_eval:score", name="b").individuals
-    c = search(tmp_path, "training.evaluator=fake_eval:score", "seed=1", name="c").individuals
+    a = search(
+        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", name="a"
+    ).individuals
+    b = search(
+        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", name="b"
+    ).individuals
+    c = search(
+        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", "seed=1", name="c"
+    ).individuals
     timing = ["worker", "started_at", "finished_at", "eval_seconds"]
     assert a.drop(columns=timing).equals(b.drop(columns=timing))
     assert not a["genome"].equals(c["genome"])
+
+
+FAULTS = Path(__file__).with_name("faults.py")
+TIMING = ["worker", "started_at", "finished_at", "eval_seconds"]
+
+
+def test_fault_injection_each_failure_has_its_status(tmp_path):
+    from tests.faults import behaviour
+
+    result = search(
+        tmp_path,
+        f"training.evaluator={FAULTS}:evaluate",
+        "training.timeout=1",
+        "search.population=8",
+        "search.generations=1",
+        "parallel.n_jobs=2",
+    )
+    people = result.individuals
+    assert len(people) == 16 and result.state == "finished"
+    expected = {"ok": "ok", "raise": "failed", "nan": "failed", "sleep": "timeout",
+                "exit": "crashed", "segfault": "crashed"}  # fmt: skip
+    fresh = people[people["cached_from"].isna()]
+    for _, row in fresh.iterrows():
+        assert row["status"] == expected[behaviour(row["seed"])], row["error"]
+    messages = dict(zip(fresh["status"], fresh["error"]))
+    assert "timeout" in messages and "crashed" in messages and "failed" in messages
+    assert messages["timeout"].startswith("EvaluationTimeout")
+    assert messages["crashed"].startswith("WorkerDied")
+
+
+def copy_run(source, target, keep_evaluations):
+    """A copy of a finished run as if it had died after `keep_evaluations` journaled results."""
+    shutil.copytree(source, target)
+    with sqlite3.connect(target / "history.sqlite") as db:
+        uids = [u for (u,) in db.execute("SELECT uid FROM individuals ORDER BY finished_at, uid")]
+        keep = set(uids[:keep_evaluations])
+        db.executemany(
+            "DELETE FROM individuals WHERE uid = ?", [(u,) for u in uids if u not in keep]
+        )
+        last = db.execute("SELECT min(generation) FROM individuals WHERE uid NOT IN (%s)"
+                          % ",".join(map(str, keep or {-1}))).fetchone()[0]  # fmt: skip
+        db.execute("DELETE FROM generations WHERE generation >= ?", (last,))
+        db.execute("UPDATE meta SET value = '\"running\"' WHERE key = 'state'")
+
+
+def resume_to_end(run_dir, **changes):
+    search = resume_search(run_dir, changes, log=lambda line: None)
+    try:
+        return search.run()
+    finally:
+        search.store.close()
+
+
+def test_resume_from_any_point_equals_uninterrupted(tmp_path):
+    sets = [f"training.evaluator={FAULTS}:slow", "search.population=5", "search.generations=4"]
+    reference = search(tmp_path, *sets, name="reference")
+    total = len(reference.individuals)
+    for keep in (0, 1, 7, 13, total - 1, total):
+        run_dir = tmp_path / f"resumed-{keep}"
+        copy_run(tmp_path / "reference", run_dir, keep)
+        result = resume_to_end(run_dir, **{"parallel.n_jobs": 2})
+        assert result.state == "finished"
+        pd.testing.assert_frame_equal(
+            result.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
+        )
+        gen_columns = ["finished_at"]
+        pd.testing.assert_frame_equal(
+            result.generations.drop(columns=gen_columns),
+            reference.generations.drop(columns=gen_columns),
+        )
+
+
+def test_run_limits_stop_at_a_generation_boundary_and_resume_extends(tmp_path):
+    sets = [f"training.evaluator={FAULTS}:slow", "search.population=4", "search.generations=4"]
+    reference = search(tmp_path, *sets, name="reference")
+    limited = search(tmp_path, *sets, "search.max_evaluations=10", name="limited")
+    assert limited.state == "stopped" and "max_evaluations 10" in limited.reason
+    assert len(limited.individuals) == 8 and len(limited.generations) == 2
+    extended = resume_to_end(tmp_path / "limited", **{"search.max_evaluations": 0})
+    assert extended.state == "finished"
+    pd.testing.assert_frame_equal(
+        extended.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
+    )
+    timed = search(tmp_path, *sets, "search.max_time=0.001", name="timed")
+    assert timed.state == "stopped" and "max_time" in timed.reason
+    assert len(timed.generations) == 1
+    more = resume_to_end(tmp_path / "limited", **{"search.generations": 6})
+    assert more.generations["generation"].max() == 6
+
+
+def test_resume_refuses_other_config_changes(tmp_path):
+    search(tmp_path, f"training.evaluator={FAULTS}:slow", "search.generations=1")
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="search.population: cannot change on resume"):
+        resume_search(run_dir, {"search.population": 9})
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 5"))
+    with pytest.raises(RunDirError, match="config.yaml: changed since the run started"):
+        resume_search(run_dir)
+    with pytest.raises(RunDirError, match="no config.yaml here"):
+        resume_search(tmp_path / "absent")
+
+
+def test_resuming_a_finished_run_says_so(tmp_path):
+    search(tmp_path, f"training.evaluator={FAULTS}:slow", "search.generations=1")
+    lines = []
+    result = resume_search(tmp_path / "run", log=lines.append)
+    try:
+        assert result.run().state == "finished"
+    finally:
+        result.store.close()
+    assert any("already finished" in line for line in lines)

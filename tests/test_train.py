@@ -12,7 +12,7 @@ SETTINGS = {
     "epochs": 8,
     "batch_size": 32,
     "weight_decay": 0.0,
-    "max_seconds": 0.0,
+    "timeout": 0.0,
 }
 GENOME = parse_genome(
     {
@@ -79,4 +79,4 @@ def test_nan_loss_is_an_error():
 
 def test_time_budget_is_enforced():
     with pytest.raises(TimeBudgetExceeded, match="budget of 1e-09 s"):
-        trained(0, max_seconds=1e-9)
+        trained(0, timeout=1e-9)

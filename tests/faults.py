@@ -1,0 +1,50 @@
+"""A user evaluation function that misbehaves on purpose, chosen by the evaluation seed.
+
+Used by the fault-injection tests by file path (`tests/faults.py:evaluate`), so worker processes
+import it without any sys.path set-up.
+"""
+
+import ctypes
+import math
+import os
+import time
+
+BEHAVIOURS = ("ok", "raise", "nan", "sleep", "exit", "ok", "segfault", "ok")
+
+
+def behaviour(seed: int) -> str:
+    return BEHAVIOURS[seed % len(BEHAVIOURS)]
+
+
+def evaluate(genome, seed, budget):
+    kind = behaviour(seed)
+    if kind == "raise":
+        raise RuntimeError(f"injected failure for seed {seed}")
+    if kind == "nan":
+        return {"val_accuracy": math.nan, "params": 1.0}
+    if kind == "sleep":
+        time.sleep(60)
+    if kind == "exit":
+        os._exit(3)
+    if kind == "segfault":
+        ctypes.string_at(0)
+    return {"val_accuracy": (seed % 97) / 97, "params": float(len(genome["layers"]) + 1)}
+
+
+def slow(genome, seed, budget):
+    """Deterministic metrics after a short pause, so a run can be killed mid-flight."""
+    time.sleep(float(os.environ.get("EVONAS_TEST_SLEEP", "0.05")))
+    log = os.environ.get("EVONAS_TEST_CALLS")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('EVONAS_TEST_PHASE', '-')} {seed}\n")
+    lr = genome["training"]["lr"]
+    return {"val_accuracy": (seed % 1000) / 1000 + lr, "params": float(10 * len(genome["layers"]))}
+
+
+def hang(genome, seed, budget):
+    """Ignores the in-worker alarm: only the parent's hard timeout can end it."""
+    import signal
+
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    time.sleep(120)

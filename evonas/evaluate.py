@@ -79,9 +79,18 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group; only the parent handles it."""
+def init_worker() -> None:
+    """Worker initializer. Ctrl-C reaches the whole process group, but only the parent handles
+    it; and a worker whose parent died (kill -9) exits instead of idling as an orphan."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, name="evonas-parent-watch", daemon=True).start()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from joblib.externals.loky import get_reusable_executor
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
-from evonas.evaluate import CRASHED, TIMEOUT, ignore_sigint, run_job
+from evonas.evaluate import CRASHED, TIMEOUT, init_worker, run_job
 
 IDLE_WORKER_SECONDS = 600  # keep workers warm between generations
 POLL_SECONDS = 0.2
@@ -33,7 +33,7 @@ HARD_TIMEOUT_GRACE = 10.0
 
 def _executor(n_jobs: int):
     return get_reusable_executor(
-        max_workers=n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=ignore_sigint
+        max_workers=n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=init_worker
     )
 
 

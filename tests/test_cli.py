@@ -1,5 +1,12 @@
+import contextlib
+import os
+import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -217,3 +224,147 @@ def test_genome_command(tmp_path):
 def test_help_lists_commands(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and "search" in result.stdout and "genome" in result.stdout
+
+
+# --- long-running jobs: kill -9, signals, one writer per run ---------------------------------
+
+FAULTS = ROOT / "tests" / "faults.py"
+SLOW = tiny_config_yaml(
+    training=f"training:\n  evaluator: {FAULTS}:slow\n",
+    search="search:\n  population: 6\n  generations: 5\n",
+)
+
+
+def start_cli(*args, cwd, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "evonas", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def journal_rows(run_dir):
+    path = run_dir / "history.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM individuals").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def journaled_seeds(run_dir):
+    return set(individuals(run_dir)["seed"])
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
+    config = tmp_path / "slow.yaml"
+    config.write_text(SLOW)
+    runs = tmp_path / "runs"
+    env = {"EVONAS_TEST_SLEEP": "0.1"}
+    reference = run_cli("search", "--config", str(config), "--name", "ref", "--runs-dir",
+                        str(runs), "--n-jobs", "1", cwd=tmp_path, env_extra=env)  # fmt: skip
+    assert reference.returncode == 0, reference.stderr
+    run_dir, calls = runs / "killed", tmp_path / "calls.txt"
+    rng = random.Random(7)
+    command = ["search", "--config", str(config), "--name", "killed", "--runs-dir", str(runs)]
+    journaled_before = {}
+    kills = 0
+    for phase in range(8):
+        phase_env = {**env, "EVONAS_TEST_CALLS": str(calls), "EVONAS_TEST_PHASE": str(phase)}
+        journaled_before[phase] = journaled_seeds(run_dir) if run_dir.exists() else set()
+        proc = start_cli(*command, "--n-jobs", str(1 + phase % 2), cwd=tmp_path,
+                         env_extra=phase_env)  # fmt: skip
+        if kills < 4:
+            seen = journal_rows(run_dir)
+            with contextlib.suppress(AssertionError):  # it may also finish first
+                wait_until(lambda seen=seen: journal_rows(run_dir) > seen, timeout=30)
+            time.sleep(rng.uniform(0.0, 0.5))
+        if kills < 4 and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            command = ["resume", str(run_dir)]
+            continue
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        break
+    assert kills >= 2
+    a, b = individuals(runs / "ref"), individuals(run_dir)
+    pd.testing.assert_frame_equal(a.drop(columns=TIMING, errors="ignore"),
+                                  b.drop(columns=TIMING, errors="ignore"))  # fmt: skip
+    # No journaled evaluation was trained again in a later phase.
+    for line in calls.read_text().split("\n"):
+        if line:
+            phase, seed = map(int, line.split())
+            assert seed not in journaled_before[phase], (phase, seed)
+
+
+def run_until_some_rows(tmp_path, name, extra_env=None):
+    config = tmp_path / "slow.yaml"
+    config.write_text(SLOW.replace("generations: 5", "generations: 50"))
+    env = {"EVONAS_TEST_SLEEP": "0.3", **(extra_env or {})}
+    runs = tmp_path / "runs"
+    command = ["search", "--config", str(config), "--name", name, "--runs-dir", str(runs)]
+    proc = start_cli(*command, "--n-jobs", "2", cwd=tmp_path, env_extra=env)
+    run_dir = runs / name
+    wait_until(lambda: journal_rows(run_dir) >= 3)
+    return proc, run_dir
+
+
+def assert_consistent(run_dir):
+    with sqlite3.connect(run_dir / "history.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    people = individuals(run_dir)
+    assert people["status"].isin(["ok", "failed", "timeout", "crashed", "oom"]).all()
+    assert people["uid"].is_unique
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_first_signal_stops_cleanly_with_resume_command(tmp_path, signum, code):
+    proc, run_dir = run_until_some_rows(tmp_path, "sig")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"resume with: evonas resume {run_dir}" in err
+    assert_consistent(run_dir)
+    status = run_cli("status", str(run_dir), cwd=tmp_path)
+    assert (
+        status.returncode == 0 and f"interrupted ({signal.Signals(signum).name})" in status.stdout
+    )
+    resumed = run_cli("resume", str(run_dir), "--generations", "2", cwd=tmp_path,
+                      env_extra={"EVONAS_TEST_SLEEP": "0"})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    proc, run_dir = run_until_some_rows(tmp_path, "twice", {"EVONAS_TEST_SLEEP": "5"})
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "stopped at once; resume with: evonas resume" in err
+    assert_consistent(run_dir)
+
+
+def test_one_writer_per_run(tmp_path):
+    proc, run_dir = run_until_some_rows(tmp_path, "busy")
+    status = run_cli("status", str(run_dir), cwd=tmp_path)
+    assert f"running (pid {proc.pid})" in status.stdout
+    second = run_cli("resume", str(run_dir), cwd=tmp_path)
+    assert_one_line_error(second, "in use by another evonas process", f"pid {proc.pid}")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert_consistent(run_dir)

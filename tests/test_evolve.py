@@ -9,8 +9,8 @@ import pytest
 
 from evonas.config import ConfigError, resolve
 from evonas.evolve import resume_search, run_search
-from evonas.store import RunDirError
 from evonas.operators import OPERATORS
+from evonas.store import RunDirError
 
 TINY = [
     "task.name=synthetic",
@@ -176,14 +176,13 @@ def copy_run(source, target, keep_evaluations):
     """A copy of a finished run as if it had died after `keep_evaluations` journaled results."""
     shutil.copytree(source, target)
     with sqlite3.connect(target / "history.sqlite") as db:
-        uids = [u for (u,) in db.execute("SELECT uid FROM individuals ORDER BY finished_at, uid")]
-        keep = set(uids[:keep_evaluations])
-        db.executemany(
-            "DELETE FROM individuals WHERE uid = ?", [(u,) for u in uids if u not in keep]
-        )
-        last = db.execute("SELECT min(generation) FROM individuals WHERE uid NOT IN (%s)"
-                          % ",".join(map(str, keep or {-1}))).fetchone()[0]  # fmt: skip
-        db.execute("DELETE FROM generations WHERE generation >= ?", (last,))
+        order = "ORDER BY finished_at, uid"
+        rows = list(db.execute(f"SELECT uid, generation FROM individuals {order}"))
+        dropped = rows[keep_evaluations:]
+        db.executemany("DELETE FROM individuals WHERE uid = ?", [(u,) for u, _ in dropped])
+        if dropped:
+            first_incomplete = min(generation for _, generation in dropped)
+            db.execute("DELETE FROM generations WHERE generation >= ?", (first_incomplete,))
         db.execute("UPDATE meta SET value = '\"running\"' WHERE key = 'state'")
 
 

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Override (e.g. `make install TORCH_SPEC=torch`) to use another build; an installed torch is kept.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-slow lint format clean
+.PHONY: install demo test test-slow lint format clean chromium
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,7 @@ test-slow: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+
+# Headless Chromium for the report rendering test (skipped when absent). Debian's package, as root.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)

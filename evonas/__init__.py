@@ -11,5 +11,27 @@ __all__ = [
     "load_genome",
     "parse_genome",
     "save_genome",
+    "load_run",
+    "compare",
+    "Run",
+    "search",
+    "build",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "load_run": "evonas.analysis",
+    "compare": "evonas.analysis",
+    "Run": "evonas.analysis",
+    "search": "evonas.evolve",
+    "build": "evonas.build",
+}
+
+
+def __getattr__(name: str):
+    """Heavier parts (pandas, matplotlib, torch) load on first use, not on `import evonas`."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'evonas' has no attribute {name!r}")

@@ -1,11 +1,293 @@
-"""Reading runs (read-only, safe while the writer is still running)."""
+"""Reading runs: `load_run(path) -> Run`, read-only and safe while the writer is still running.
+
+Every property re-reads the journal, so a notebook cell shows the run as it is now.
+"""
 
 from __future__ import annotations
 
+import json
 import shlex
+import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from evonas.store import LOCK, is_locked, open_readonly, read_meta, read_table
+import numpy as np
+import pandas as pd
+
+from evonas.genome import Genome, parse_genome
+from evonas.plots import pareto_mask
+from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
+
+TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds")
+_FIXED = {
+    "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
+    "cached_from", "weights", *TIMING_COLUMNS,
+}  # fmt: skip
+
+
+FIGURES = ("progress", "pareto", "fronts", "tradeoff", "lineage", "operators", "diversity",
+           "failures")  # fmt: skip
+
+
+class Run:
+    """A run directory seen through its journal."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        open_readonly(self.path).close()  # a clear error now if this is not a run
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def _read(self) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+        db = open_readonly(self.path)
+        try:
+            return (
+                read_meta(db),
+                read_table(db, "individuals", "uid"),
+                read_table(db, "generations", "generation"),
+            )
+        finally:
+            db.close()
+
+    # --- tables -------------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._read()[0]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load((self.path / "config.yaml").read_text())
+
+    @property
+    def objectives(self) -> list[dict[str, str]]:
+        return self.config["search"]["objectives"]
+
+    @property
+    def running(self) -> bool:
+        return is_locked(self.path)
+
+    @property
+    def individuals(self) -> pd.DataFrame:
+        """One row per evaluation: uid, generation, parents (list), operator, origin, status,
+        error, every metric, timings, cached_from, weights, and the genome as JSON."""
+        people = self._read()[1]
+        people["parents"] = people["parents"].map(json.loads)
+        people["origin"] = np.where(people["operator"] == "sample", "sampled", "offspring")
+        people["n_layers"] = people["genome"].map(lambda g: len(json.loads(g)["layers"]))
+        return people
+
+    @property
+    def generations(self) -> pd.DataFrame:
+        generations = self._read()[2]
+        generations["population"] = generations["population"].map(json.loads)
+        return generations
+
+    def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
+        people = self.individuals if people is None else people
+        return [c for c in people.columns if c not in _FIXED | {"origin", "n_layers"}]
+
+    # --- questions ----------------------------------------------------------------------------
+
+    def pareto(self, generation: int | None = None) -> pd.DataFrame:
+        """Non-dominated successful individuals among those evaluated up to `generation`
+        (default: all), on the run's objectives."""
+        people = self.individuals
+        if generation is not None:
+            people = people[people["generation"] <= generation]
+        return _front(people, self.objectives)
+
+    def best(self, objective: str | None = None) -> pd.Series:
+        """The best successful individual on `objective` (default: the first objective)."""
+        objectives = {o["name"]: o["goal"] for o in self.objectives}
+        name = objective or self.objectives[0]["name"]
+        people = self.individuals
+        ok = people[(people["status"] == "ok")]
+        if name not in ok or ok[name].isna().all():
+            raise KeyError(f"no successful individual has metric {name!r}")
+        goal = objectives.get(name, "min" if name in ("params", "flops") else "max")
+        index = ok[name].idxmax() if goal == "max" else ok[name].idxmin()
+        return ok.loc[index]
+
+    def genome(self, uid: int) -> Genome:
+        return parse_genome(json.loads(self._row(uid)["genome"]), where=f"uid {uid}")
+
+    def _row(self, uid: int) -> pd.Series:
+        people = self.individuals.set_index("uid", drop=False)
+        if uid not in people.index:
+            raise KeyError(f"{self.path}: no individual with uid {uid}")
+        return people.loc[uid]
+
+    def lineage(self, uid: int) -> pd.DataFrame:
+        """`uid` and all its ancestors, with `depth` (0 = uid itself) and the operator that made
+        each; ordered from the individual back to the sampled founders."""
+        people = self.individuals.set_index("uid", drop=False)
+        if uid not in people.index:
+            raise KeyError(f"{self.path}: no individual with uid {uid}")
+        depth = {uid: 0}
+        queue = [uid]
+        while queue:
+            current = queue.pop(0)
+            for parent in people.loc[current, "parents"]:
+                if parent not in depth:
+                    depth[parent] = depth[current] + 1
+                    queue.append(parent)
+        lineage = people.loc[list(depth)].reset_index(drop=True)
+        lineage.insert(1, "depth", [depth[u] for u in lineage["uid"]])
+        return lineage.sort_values(["depth", "uid"]).reset_index(drop=True)
+
+    def lineage_graph(self, uid: int):
+        """The ancestry as a networkx DiGraph: parent -> child edges labelled with the operator."""
+        import networkx as nx
+
+        lineage = self.lineage(uid)
+        graph = nx.DiGraph()
+        metrics = [o["name"] for o in self.objectives]
+        for _, row in lineage.iterrows():
+            attrs = {k: row[k] for k in ["generation", "operator", "status", *metrics] if k in row}
+            graph.add_node(int(row["uid"]), **attrs)
+        for _, row in lineage.iterrows():
+            for parent in row["parents"]:
+                graph.add_edge(int(parent), int(row["uid"]), operator=row["operator"])
+        return graph
+
+    def operator_stats(self) -> pd.DataFrame:
+        """Per operator: uses, failures, how often the child beat its best parent on the first
+        objective, and the mean change of each objective from the parents' mean."""
+        return operator_stats(self.individuals, self.objectives)
+
+    # --- figures ------------------------------------------------------------------------------
+
+    def figure(self, kind: str, uid: int | None = None):
+        """One matplotlib Figure: progress, pareto, fronts, tradeoff, lineage (needs uid),
+        operators, diversity or failures."""
+        from evonas import plots
+
+        people, objectives = self.individuals, self.objectives
+        if kind == "progress":
+            return plots.plot_progress(
+                plots.progress_data(self.generations, objectives), objectives
+            )
+        if kind == "pareto":
+            return plots.plot_pareto(plots.pareto_data(people, objectives), objectives)
+        if kind == "fronts":
+            return plots.plot_fronts(plots.fronts_data(people, objectives), objectives)
+        if kind == "tradeoff":
+            return plots.plot_tradeoff(plots.tradeoff_data(people, objectives), objectives)
+        if kind == "lineage":
+            target = int(self.best()["uid"]) if uid is None else uid
+            return plots.plot_lineage(*plots.lineage_layout(self.lineage(target)))
+        if kind == "operators":
+            return plots.plot_operator_stats(self.operator_stats())
+        if kind == "diversity":
+            return plots.plot_diversity(plots.diversity_data(people, self.generations))
+        if kind == "failures":
+            return plots.plot_failures(plots.failure_data(people))
+        raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
+
+    def model(self, uid: int):
+        """The trained `nn.Module` of `uid`, with its weights when they were kept."""
+        import torch
+
+        from evonas.build import build
+
+        row = self._row(uid)
+        if pd.notna(row.get("cached_from")):
+            row = self._row(int(row["cached_from"]))
+        if pd.isna(row.get("weights")):
+            raise RunDirError(
+                f"{self.path}: weights of uid {uid} were not kept (the retention policy keeps the "
+                "last population, the Pareto front and the best)"
+            )
+        input_shape = tuple(self.meta["input_shape"])
+        from evonas.tasks import load_task
+
+        classes = load_task(self.config["task"]).num_classes
+        model = build(self.genome(int(row["uid"])), input_shape, classes)
+        state = torch.load(self.path / row["weights"], weights_only=True, map_location="cpu")
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def _front(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+    names = [o["name"] for o in objectives]
+    ok = people[people["status"] == "ok"].dropna(subset=[n for n in names if n in people])
+    if ok.empty or not set(names) <= set(ok.columns):
+        return ok.iloc[0:0]
+    mask = pareto_mask(ok[names].to_numpy(float), [o["goal"] for o in objectives])
+    return ok[mask].sort_values(names[-1]).reset_index(drop=True)
+
+
+def operator_stats(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+    by_uid = people.set_index("uid")
+    first = objectives[0]
+    sign = 1.0 if first["goal"] == "max" else -1.0
+    rows = []
+    for operator, group in people[people["operator"] != "sample"].groupby("operator"):
+        row: dict[str, Any] = {
+            "operator": operator,
+            "uses": len(group),
+            "failures": int((group["status"] != "ok").sum()),
+        }
+        beats, changes = [], {o["name"]: [] for o in objectives}
+        for _, child in group.iterrows():
+            parents = by_uid.loc[child["parents"]]
+            if child["status"] != "ok" or (parents["status"] != "ok").all():
+                continue
+            ok_parents = parents[parents["status"] == "ok"]
+            best_parent = (sign * ok_parents[first["name"]]).max()
+            beats.append(sign * child[first["name"]] > best_parent)
+            for o in objectives:
+                changes[o["name"]].append(child[o["name"]] - ok_parents[o["name"]].mean())
+        row["beat_parent"] = float(np.mean(beats)) if beats else np.nan
+        for name, values in changes.items():
+            row[f"mean_change_{name}"] = float(np.mean(values)) if values else np.nan
+        rows.append(row)
+    columns = ["operator", "uses", "failures", "beat_parent"]
+    columns += [f"mean_change_{o['name']}" for o in objectives]
+    return pd.DataFrame(rows, columns=columns).sort_values(
+        "uses", ascending=False, ignore_index=True
+    )
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run directory for analysis (read-only; fine while the run is still going)."""
+    return Run(path)
+
+
+def compare(runs: Iterable[Run | str | Path], objective: str | None = None) -> pd.DataFrame:
+    """Best-so-far of one objective per evaluation and per training second, for several runs.
+
+    Columns: run, evaluation (1-based, in completion order), seconds (cumulative evaluation
+    time), value, best_so_far.
+    """
+    frames = []
+    for run in runs:
+        run = run if isinstance(run, Run) else Run(run)
+        objectives = {o["name"]: o["goal"] for o in run.objectives}
+        name = objective or run.objectives[0]["name"]
+        goal = objectives.get(name, "max")
+        people = run.individuals.sort_values(["finished_at", "uid"], na_position="last")
+        worst = -np.inf if goal == "max" else np.inf
+        values = people[name].where(people["status"] == "ok", worst) if name in people else worst
+        values = pd.Series(values, index=people.index, dtype=float).fillna(worst)
+        best = values.cummax() if goal == "max" else values.cummin()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": run.path.name,
+                    "evaluation": np.arange(1, len(people) + 1),
+                    "seconds": people["eval_seconds"].fillna(0).cumsum().to_numpy(),
+                    "value": values.replace([np.inf, -np.inf], np.nan).to_numpy(),
+                    "best_so_far": best.replace([np.inf, -np.inf], np.nan).to_numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_status(run_dir: str | Path) -> str:
@@ -16,6 +298,8 @@ def run_status(run_dir: str | Path) -> str:
         meta = read_meta(db)
         individuals = read_table(db, "individuals", "uid")
         generations = read_table(db, "generations", "generation")
+    except sqlite3.DatabaseError as exc:
+        raise RunDirError(f"{run_dir}: unreadable journal ({exc})") from None
     finally:
         db.close()
     config = meta.get("config", {})

@@ -103,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
     _add_limits(resume)
     status = commands.add_parser("status", help="where a run is: generation, evaluations, best")
     status.add_argument("run_dir", metavar="RUN_DIR")
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report.html (figures, Pareto table, failures) and summarise"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument(
+        "--out", metavar="FILE", help="where to write (default RUN_DIR/report.html)"
+    )
     genome = commands.add_parser(
         "genome",
         help="check a genome file and show its layers, shapes, parameters and FLOPs",
@@ -232,6 +239,16 @@ def _drive(search) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from evonas.analysis import Run
+    from evonas.report import summary_text, write_report
+
+    path = write_report(args.run_dir, args.out)
+    print(summary_text(Run(args.run_dir)))
+    print(f"\nreport: {path}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from evonas.analysis import run_status
 
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             "search": cmd_search,
             "resume": cmd_resume,
             "status": cmd_status,
+            "report": cmd_report,
             "genome": cmd_genome,
         }
         return commands[args.command](args)

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "threads": 1,
         "timeout": 0.0,
+        "save_weights": True,
     },
     "search": {
         "strategy": "nsga2",
@@ -171,9 +172,13 @@ def resolve(
     config_file: str | Path | None = None,
     sets: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build and validate the full config; `overrides` maps dotted keys to values."""
+    """Build and validate the full config; `base` is a dict of settings merged over the
+    defaults, `overrides` maps dotted keys to values."""
     config = copy.deepcopy(DEFAULTS)
+    if base:
+        _merge(config, base)
     if preset and config_file:
         raise ConfigError("--config and --preset: give one, not both")
     if preset:

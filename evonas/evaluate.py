@@ -137,4 +137,16 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     if data.x_test is not None:
         x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
         metrics["test_accuracy"] = accuracy(model, x_test, y_test)
+    if job.get("weights_path"):
+        save_state_dict(model, job["weights_path"])
     return metrics
+
+
+def save_state_dict(model: Any, path: str) -> None:
+    """Write a state_dict atomically (readable with torch.load(weights_only=True))."""
+    import torch
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)

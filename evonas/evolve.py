@@ -236,6 +236,7 @@ class Search:
             return
         self.store.record_generation(generation, uids, len(evaluated), failed, stats)
         self.new_generations += 1
+        self.store.drop_weights(self.worth_keeping(population))
         self.store.set_meta({"elapsed_seconds": self.elapsed(), "generation": generation})
         write_generation_plots(
             self.store.run_dir / "plots",
@@ -249,6 +250,18 @@ class Search:
             f"generation {generation}/{last}: {len(evaluated)} evaluated, {failed} failed; "
             f"{summary} [{self.elapsed():.0f} s]"
         )
+
+    def worth_keeping(self, population: list[Individual]) -> set[int]:
+        """Weights kept on disk: the current population, the Pareto front and the best per
+        objective over the whole run (and the originals that cached copies point to)."""
+        evaluated = [ind for ind in self.by_uid.values() if ind.status == OK]
+        keep = {ind.uid for ind in population}
+        if evaluated:
+            front = tools_front(evaluated)
+            keep |= {ind.uid for ind in front}
+        keep |= {self.cache.get(self.cache_key(ind), ind.uid) for ind in list(self.by_uid.values())
+                 if ind.uid in keep}  # fmt: skip
+        return keep
 
     def limit_reached(self) -> str | None:
         """A run limit that forbids starting another generation, checked at its boundary."""
@@ -300,7 +313,13 @@ class Search:
             "task": self.config["task"],
             "training": {k: v for k, v in training.items() if k != "evaluator"},
             "evaluator": None if evaluator == "builtin" else evaluator,
+            "weights_path": str(self.weights_file(ind.uid).resolve())
+            if training["save_weights"] and evaluator == "builtin"
+            else None,
         }
+
+    def weights_file(self, uid: int) -> Path:
+        return self.store.run_dir / "weights" / f"{uid}.pt"
 
     def apply(self, ind: Individual, status: str, error: str | None, metrics: dict) -> None:
         ind.status, ind.error, ind.metrics = status, error, metrics
@@ -319,7 +338,11 @@ class Search:
     def record_result(self, ind: Individual, result: dict[str, Any]) -> None:
         self.apply(ind, result["status"], result.get("error"), result["metrics"])
         row = self.row(ind, None)
+        weights = self.weights_file(ind.uid)
         row.update(
+            weights=str(weights.relative_to(self.store.run_dir))
+            if ind.status == OK and weights.exists()
+            else None,
             worker=str(result["worker"]) if result.get("worker") else None,
             started_at=result.get("started_at"),
             finished_at=result.get("finished_at"),
@@ -387,6 +410,13 @@ _ROW_COLUMNS = {
     "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
     "cached_from", "worker", "started_at", "finished_at", "eval_seconds",
 }  # fmt: skip
+
+
+def tools_front(individuals: list[Individual]) -> list[Individual]:
+    """The first non-dominated front; it contains the best individual of every objective."""
+    from deap import tools
+
+    return tools.sortNondominated(individuals, len(individuals), first_front_only=True)[0]
 
 
 def _fmt(value: float) -> str:
@@ -460,6 +490,38 @@ def _fixed_part(config: dict[str, Any]) -> dict[str, Any]:
         section, key = dotted.split(".")
         fixed.get(section, {}).pop(key, None)
     return fixed
+
+
+def search(
+    config: str | Path | dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    runs_dir: str | Path = "runs",
+    log: Callable[[str], None] = print,
+    **overrides: Any,
+):
+    """Run a search from Python and return its `Run` for analysis.
+
+    `config` is a preset name, a YAML file or a dict of settings (over the defaults). Overrides
+    are dotted keys written with `__` (`search__population=8`) or the short names `generations`,
+    `population`, `epochs`, `seed`, `n_jobs`.
+    """
+    from evonas.analysis import Run
+    from evonas.config import preset_names, resolve
+
+    short = {"generations": "search.generations", "population": "search.population",
+             "epochs": "training.epochs", "seed": "seed", "n_jobs": "parallel.n_jobs"}  # fmt: skip
+    dotted = {short.get(k, k.replace("__", ".")): v for k, v in overrides.items()}
+    if isinstance(config, dict):
+        resolved = resolve(base=config, overrides=dotted)
+    elif config is not None and str(config) in preset_names():
+        resolved = resolve(preset=str(config), overrides=dotted)
+    else:
+        resolved = resolve(config_file=config, overrides=dotted)
+    run_name = name or (str(config) if isinstance(config, str) and "/" not in config else None)
+    run_dir = Path(runs_dir) / (run_name or time.strftime("run-%Y%m%d-%H%M%S"))
+    run_search(resolved, run_dir, log)
+    return Run(run_dir)
 
 
 def run_search(

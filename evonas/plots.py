@@ -4,11 +4,13 @@ that returns a matplotlib Figure; the per-generation PNGs call the same function
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; notebooks choose their own backend before importing pyplot
+if "IPython" not in sys.modules:
+    matplotlib.use("Agg")  # files only; a notebook keeps its inline backend
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -120,3 +122,217 @@ def write_generation_plots(
     save_figure(
         plot_pareto(pareto_data(individuals, objectives), objectives), plots_dir / "pareto.png"
     )
+
+
+# --- analysis figures (each: a data function, then a drawing function) ---------------------
+
+
+def fronts_data(
+    individuals: pd.DataFrame,
+    objectives: list[dict[str, str]],
+    generations: list[int] | None = None,
+) -> pd.DataFrame:
+    """The Pareto front among individuals evaluated up to each generation (long format)."""
+    names = [o["name"] for o in objectives]
+    ok = individuals[individuals["status"] == "ok"].dropna(subset=names)
+    cuts = generations if generations is not None else sorted(ok["generation"].unique())
+    frames = []
+    for cut in cuts:
+        seen = ok[ok["generation"] <= cut]
+        if seen.empty:
+            continue
+        mask = pareto_mask(seen[names].to_numpy(float), [o["goal"] for o in objectives])
+        frames.append(seen[mask][["uid", *names]].assign(front_of=cut))
+    columns = ["front_of", "uid", *names]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def plot_fronts(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    y_name = objectives[0]["name"]
+    x_name = objectives[1]["name"] if len(objectives) > 1 else "uid"
+    cuts = sorted(data["front_of"].unique()) if not data.empty else []
+    colours = plt.cm.viridis(np.linspace(0, 1, max(2, len(cuts))))
+    for colour, cut in zip(colours, cuts):
+        front = data[data["front_of"] == cut].sort_values(x_name)
+        ax.step(front[x_name], front[y_name], where="post", color=colour, marker="o", ms=3,
+                label=f"gen {cut}")  # fmt: skip
+    if x_name in LOG_SCALE and not data.empty:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+    ax.set_title("Pareto front by generation")
+    if cuts:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_data(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+    return pareto_data(individuals, objectives)
+
+
+def plot_tradeoff(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+    """Every pair of objectives against each other, coloured by generation, front circled."""
+    names = [o["name"] for o in objectives]
+    if len(names) < 2:
+        return plot_pareto(data, objectives)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.8), squeeze=False)
+    for ax, (y_name, x_name) in zip(axes[0], pairs):
+        ax.scatter(data[x_name], data[y_name], c=data["generation"], cmap="viridis", s=14)
+        front = data[data["on_front"]]
+        ax.scatter(front[x_name], front[y_name], facecolors="none", edgecolors="crimson", s=40)
+        if x_name in LOG_SCALE:
+            ax.set_xscale("log")
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(y_name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def lineage_layout(lineage: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nodes (uid, x = generation, y = rank within its generation) and edges (parent, child,
+    operator) of an ancestry table from `Run.lineage`."""
+    nodes = lineage[["uid", "generation", "operator", "status"]].copy()
+    nodes["x"] = nodes["generation"]
+    nodes["y"] = nodes.groupby("generation")["uid"].rank(method="first") - 1
+    edges = [
+        {"parent": parent, "child": row["uid"], "operator": row["operator"]}
+        for _, row in lineage.iterrows()
+        for parent in row["parents"]
+        if parent in set(lineage["uid"])
+    ]
+    return nodes.reset_index(drop=True), pd.DataFrame(
+        edges, columns=["parent", "child", "operator"]
+    )
+
+
+def plot_lineage(nodes: pd.DataFrame, edges: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * (nodes["x"].max() + 1)), 3.8))
+    position = {row.uid: (row.x, row.y) for row in nodes.itertuples()}
+    for edge in edges.itertuples():
+        (x0, y0), (x1, y1) = position[edge.parent], position[edge.child]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, edge.operator, fontsize=7, ha="center",
+                color="darkslateblue")  # fmt: skip
+    colours = np.where(nodes["status"] == "ok", "tab:blue", "tab:red")
+    ax.scatter(nodes["x"], nodes["y"], s=220, c=colours, zorder=3)
+    for row in nodes.itertuples():
+        ax.text(row.x, row.y, str(row.uid), color="white", fontsize=7, ha="center", va="center",
+                zorder=4)  # fmt: skip
+    ax.set_xlabel("generation")
+    ax.set_yticks([])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"lineage of uid {nodes.iloc[0]['uid']}" if len(nodes) else "lineage")
+    ax.margins(0.15)
+    fig.tight_layout()
+    return fig
+
+
+def plot_operator_stats(stats: pd.DataFrame) -> Figure:
+    fig, (ax_uses, ax_rate) = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax_uses.barh(stats["operator"], stats["uses"], color="tab:blue", label="uses")
+    ax_uses.barh(stats["operator"], stats["failures"], color="tab:red", label="failures")
+    ax_uses.set_xlabel("children")
+    ax_uses.legend()
+    ax_rate.barh(stats["operator"], stats["beat_parent"].fillna(0), color="tab:green")
+    ax_rate.set_xlabel("share of children that beat their best parent")
+    ax_rate.set_xlim(0, 1)
+    for ax in (ax_uses, ax_rate):
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def _layer_signature(genome_json: str) -> tuple[str, ...]:
+    import json
+
+    return tuple(
+        f"{layer['op']}:{layer.get('width', layer.get('units', ''))}"
+        for layer in json.loads(genome_json)["layers"]
+    )
+
+
+def diversity_data(individuals: pd.DataFrame, generations: pd.DataFrame) -> pd.DataFrame:
+    """Per generation: distinct architectures in the population and the mean pairwise
+    dissimilarity (1 - difflib ratio) of their layer sequences."""
+    from difflib import SequenceMatcher
+    from itertools import combinations
+
+    genome_of = individuals.set_index("uid")["genome"]
+    rows = []
+    for _, row in generations.iterrows():
+        population = row["population"]
+        if isinstance(population, str):
+            import json
+
+            population = json.loads(population)
+        genomes = [genome_of[uid] for uid in population]
+        signatures = [_layer_signature(g) for g in genomes]
+        pairs = list(combinations(signatures, 2))
+        distance = (
+            np.mean([1 - SequenceMatcher(None, a, b).ratio() for a, b in pairs]) if pairs else 0
+        )
+        rows.append({"generation": int(row["generation"]), "distinct": len(set(genomes)),
+                     "size": len(genomes), "mean_distance": float(distance)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["generation", "distinct", "size", "mean_distance"])
+
+
+def plot_diversity(data: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(data["generation"], data["distinct"] / data["size"], marker="o",
+            label="distinct architectures (share)")  # fmt: skip
+    ax.plot(data["generation"], data["mean_distance"], marker=".", linestyle="--",
+            label="mean layer-sequence distance")  # fmt: skip
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("population diversity")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def failure_data(individuals: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations per generation and status (wide: one column per status)."""
+    counts = individuals.groupby(["generation", "status"]).size().unstack(fill_value=0)
+    return counts.reset_index()
+
+
+def plot_failures(data: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    bottom = np.zeros(len(data))
+    colours = {"ok": "tab:green", "failed": "tab:red", "timeout": "tab:orange",
+               "crashed": "black", "oom": "tab:purple"}  # fmt: skip
+    for status in [c for c in data.columns if c != "generation"]:
+        ax.bar(data["generation"], data[status], bottom=bottom, label=status,
+               color=colours.get(status))  # fmt: skip
+        bottom += data[status].to_numpy()
+    ax.set_xlabel("generation")
+    ax.set_ylabel("evaluations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("evaluations by status")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_compare(data: pd.DataFrame, x: str = "evaluation") -> Figure:
+    """Best-so-far curves from `analysis.compare` against evaluations or seconds."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, part in data.groupby("run", sort=False):
+        ax.step(part[x], part["best_so_far"], where="post", label=name)
+    ax.set_xlabel("evaluations" if x == "evaluation" else "evaluation seconds (cumulative)")
+    ax.set_ylabel("best so far")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS individuals (
     error TEXT,
     seed INTEGER NOT NULL,
     cached_from INTEGER,
+    weights TEXT,
     worker TEXT,
     started_at REAL,
     finished_at REAL,
@@ -173,6 +174,16 @@ class Store:
             self.db.execute(
                 f"INSERT INTO generations ({columns}) VALUES ({marks})", list(values.values())
             )
+
+    def drop_weights(self, keep: set[int]) -> int:
+        """Retention: delete weight files of individuals not in `keep`; returns how many."""
+        rows = self.db.execute("SELECT uid, weights FROM individuals WHERE weights IS NOT NULL")
+        dropped = [(uid, path) for uid, path in rows if uid not in keep]
+        with self.db:
+            for uid, path in dropped:
+                (self.run_dir / path).unlink(missing_ok=True)
+                self.db.execute("UPDATE individuals SET weights = NULL WHERE uid = ?", (uid,))
+        return len(dropped)
 
     # --- reading ------------------------------------------------------------------------------
 

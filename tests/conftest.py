@@ -6,6 +6,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FAULTS = ROOT / "tests" / "faults.py"
+TINY = {
+    "task": {"name": "synthetic", "options": {"samples": 240, "length": 12, "classes": 3}},
+    "space": {"max_layers": 4, "widths": [4, 8], "units": [8, 16]},
+    "training": {"epochs": 2, "batch_size": 32},
+    "search": {"population": 4, "generations": 3},
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,3 +44,23 @@ def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int =
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A small real run with trained weights (shared, read-only)."""
+    import evonas
+
+    runs = tmp_path_factory.mktemp("runs")
+    return evonas.search(TINY, name="trained", runs_dir=runs, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def faulty(tmp_path_factory):
+    """A run with failures of every kind, from the fault-injection evaluator (shared, read-only)."""
+    import evonas
+
+    runs = tmp_path_factory.mktemp("runs")
+    config = {**TINY, "training": {"evaluator": f"{FAULTS}:evaluate", "timeout": 1.0}}
+    return evonas.search(config, name="faulty", runs_dir=runs, log=lambda line: None,
+                         population=8, generations=1, n_jobs=2)  # fmt: skip

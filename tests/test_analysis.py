@@ -1,0 +1,149 @@
+import signal
+import time
+
+import networkx as nx
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import evonas
+from evonas.analysis import FIGURES, compare, load_run
+from evonas.store import RunDirError
+from tests.conftest import FAULTS
+from tests.test_cli import journal_rows, start_cli, wait_until
+
+
+def test_search_returns_a_run_with_every_evaluation(trained):
+    people = trained.individuals
+    assert len(people) == 16
+    assert {"uid", "generation", "parents", "operator", "origin", "status", "error",
+            "val_accuracy", "test_accuracy", "params", "flops", "eval_seconds",
+            "cached_from", "weights"} <= set(people.columns)  # fmt: skip
+    assert people.loc[people["generation"] == 0, "origin"].eq("sampled").all()
+    assert people.loc[people["generation"] > 0, "origin"].eq("offspring").all()
+    assert all(isinstance(p, list) for p in people["parents"])
+    assert trained.generations["population"].map(len).eq(4).all()
+    assert not trained.running
+
+
+def test_pareto_best_and_genome(trained):
+    front = trained.pareto()
+    people = trained.individuals
+    ok = people[people["status"] == "ok"]
+    for _, row in front.iterrows():
+        dominated = (
+            (ok["val_accuracy"] >= row["val_accuracy"])
+            & (ok["params"] <= row["params"])
+            & ((ok["val_accuracy"] > row["val_accuracy"]) | (ok["params"] < row["params"]))
+        )
+        assert not dominated.any()
+    assert set(trained.pareto(generation=0)["generation"]) == {0}
+    best = trained.best()
+    assert best["val_accuracy"] == ok["val_accuracy"].max()
+    assert trained.best("params")["params"] == ok["params"].min()
+    genome = trained.genome(int(best["uid"]))
+    assert genome.arch_key() == best["arch_key"]
+    with pytest.raises(KeyError, match="no individual with uid 999"):
+        trained.genome(999)
+
+
+def test_lineage_as_table_and_graph(trained):
+    child = int(trained.individuals["uid"].max())
+    lineage = trained.lineage(child)
+    assert lineage.iloc[0]["uid"] == child and lineage.iloc[0]["depth"] == 0
+    assert (lineage.loc[lineage["depth"] > 0, "generation"] < 3).all()
+    assert lineage["origin"].iloc[-1] == "sampled"
+    graph = trained.lineage_graph(child)
+    assert isinstance(graph, nx.DiGraph)
+    assert set(graph.nodes) == set(lineage["uid"])
+    assert nx.is_directed_acyclic_graph(graph)
+    for _parent, kid, data in graph.edges(data=True):
+        assert data["operator"] == trained.individuals.set_index("uid").loc[kid, "operator"]
+
+
+def test_operator_stats(trained):
+    stats = trained.operator_stats()
+    people = trained.individuals
+    children = people[people["operator"] != "sample"]
+    assert stats["uses"].sum() == len(children)
+    assert set(stats["operator"]) == set(children["operator"])
+    assert stats["beat_parent"].dropna().between(0, 1).all()
+    assert {"mean_change_val_accuracy", "mean_change_params"} <= set(stats.columns)
+
+
+def test_model_has_the_trained_weights(trained):
+    best = trained.best()
+    model = trained.model(int(best["uid"]))
+    from evonas.tasks import load_task
+
+    data = load_task(trained.config["task"])
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(data.x_val)).argmax(1).numpy()
+    assert (predictions == data.y_val).mean() == pytest.approx(best["val_accuracy"])
+    dropped = trained.individuals[trained.individuals["weights"].isna()
+                                  & trained.individuals["cached_from"].isna()]  # fmt: skip
+    if len(dropped):
+        with pytest.raises(RunDirError, match="were not kept"):
+            trained.model(int(dropped.iloc[0]["uid"]))
+
+
+def test_retention_keeps_population_front_and_best(trained):
+    people = trained.individuals
+    kept = set(people.loc[people["weights"].notna(), "uid"])
+    last = set(trained.generations.iloc[-1]["population"])
+    assert last <= kept | set(people.loc[people["cached_from"].notna(), "uid"])
+    files = {int(p.stem) for p in (trained.path / "weights").glob("*.pt")}
+    assert files == kept
+
+
+@pytest.mark.parametrize("kind", FIGURES)
+def test_every_figure(trained, faulty, kind):
+    assert isinstance(trained.figure(kind), Figure)
+    assert isinstance(faulty.figure(kind), Figure)
+
+
+def test_runs_with_failures(faulty):
+    people = faulty.individuals
+    assert {"failed", "timeout", "crashed"} <= set(people["status"])
+    assert people.loc[people["status"] != "ok", "error"].notna().all()
+    counts = evonas.plots.failure_data(people)
+    assert counts.drop(columns="generation").to_numpy().sum() == len(people)
+    assert faulty.pareto()["status"].eq("ok").all()
+
+
+def test_compare(trained, faulty):
+    curves = compare([trained, faulty.path])
+    assert set(curves["run"]) == {"trained", "faulty"}
+    for _, part in curves.groupby("run"):
+        assert part["best_so_far"].dropna().is_monotonic_increasing
+        assert part["evaluation"].tolist() == list(range(1, len(part) + 1))
+    assert isinstance(evonas.plots.plot_compare(curves, x="seconds"), Figure)
+
+
+def test_load_run_on_a_live_run(tmp_path):
+    config = tmp_path / "live.yaml"
+    config.write_text(
+        "task: {name: synthetic}\n"
+        f"training: {{evaluator: '{FAULTS}:slow'}}\n"
+        "search: {population: 4, generations: 100}\n"
+    )
+    command = ["search", "--config", str(config), "--name", "live", "--runs-dir", str(tmp_path)]
+    proc = start_cli(*command, cwd=tmp_path, env_extra={"EVONAS_TEST_SLEEP": "0.2"})
+    try:
+        wait_until(lambda: journal_rows(tmp_path / "live") >= 6)
+        run = load_run(tmp_path / "live")
+        assert run.running
+        first = len(run.individuals)
+        time.sleep(1.0)
+        assert len(run.individuals) > first  # each access reads the journal as it is now
+        assert not run.pareto().empty
+        assert isinstance(run.figure("progress"), Figure)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 143
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(RunDirError, match="no history.sqlite here"):
+        load_run(tmp_path)

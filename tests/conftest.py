@@ -64,3 +64,11 @@ def faulty(tmp_path_factory):
     config = {**TINY, "training": {"evaluator": f"{FAULTS}:evaluate", "timeout": 1.0}}
     return evonas.search(config, name="faulty", runs_dir=runs, log=lambda line: None,
                          population=8, generations=1, n_jobs=2)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

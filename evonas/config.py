@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "test_fraction": 0.2,
     },
     "space": {
+        "kind": "sequential",
         "min_layers": 1,
         "max_layers": 6,
         "ops": ["conv", "residual", "pool", "dense", "dropout"],
@@ -53,8 +54,9 @@ DEFAULTS: dict[str, Any] = {
         "save_weights": True,
     },
     "search": {
-        "strategy": "nsga2",
+        "strategy": "auto",
         "population": 12,
+        "offspring": 0,
         "generations": 5,
         "objectives": [
             {"name": "val_accuracy", "goal": "max"},
@@ -63,21 +65,16 @@ DEFAULTS: dict[str, Any] = {
         "tournament_size": 3,
         "max_evaluations": 0,
         "max_time": 0.0,
-        "operators": {
-            "add_layer": 1.0,
-            "remove_layer": 1.0,
-            "change_op": 1.0,
-            "change_width": 1.0,
-            "change_kernel": 1.0,
-            "change_activation": 0.5,
-            "change_lr": 1.0,
-            "crossover": 1.0,
-        },
+        "plot_every": 1,
+        "operators": {},
     },
-    "parallel": {"n_jobs": 1, "crash_retries": 1},
+    "parallel": {"backend": "loky", "n_jobs": 1, "crash_retries": 1},
 }
 
-STRATEGIES = ("nsga2", "tournament")
+STRATEGIES = ("auto", "nsga2", "tournament", "regularized", "local", "random")
+SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
+SPACES = ("sequential", "nb201")
+BACKENDS = ("loky", "inline")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 OPS = ("conv", "residual", "pool", "dense", "dropout")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
@@ -246,6 +243,10 @@ def validate(config: dict[str, Any]) -> None:
         _require(0 < task[key] < 1, f"task.{key}: must be between 0 and 1, got {task[key]}")
 
     space = config["space"]
+    _require(
+        space["kind"] in SPACES,
+        f"space.kind: expected one of {list(SPACES)}, got {space['kind']!r}",
+    )
     _require(space["min_layers"] >= 0, "space.min_layers: must be >= 0")
     _require(
         space["max_layers"] >= max(1, space["min_layers"]),
@@ -292,13 +293,23 @@ def validate(config: dict[str, Any]) -> None:
     _require(search["generations"] >= 0, "search.generations: must be >= 0")
     _require(search["tournament_size"] >= 1, "search.tournament_size: must be >= 1")
     _validate_objectives(search["objectives"])
-    if search["strategy"] == "tournament":
+    if search["strategy"] in SINGLE_OBJECTIVE:
         _require(
             len(search["objectives"]) == 1,
-            "search.objectives: strategy 'tournament' needs exactly one objective (use nsga2)",
+            f"search.objectives: strategy '{search['strategy']}' needs exactly one objective "
+            "(use nsga2 or random for several)",
         )
-    _validate_operators(search["operators"])
-    _require(config["parallel"]["n_jobs"] >= 1, "parallel.n_jobs: must be >= 1")
+    _require(
+        search["offspring"] >= 0, "search.offspring: must be >= 0 (0 = the strategy's default)"
+    )
+    _require(search["plot_every"] >= 0, "search.plot_every: must be >= 0 (0 = no plots)")
+    _validate_operators(search["operators"], space["kind"])
+    parallel = config["parallel"]
+    _require(
+        parallel["backend"] in BACKENDS,
+        f"parallel.backend: expected one of {list(BACKENDS)}, got {parallel['backend']!r}",
+    )
+    _require(parallel["n_jobs"] >= 1, "parallel.n_jobs: must be >= 1")
     _require(config["parallel"]["crash_retries"] >= 0, "parallel.crash_retries: must be >= 0")
     _require(search["max_time"] >= 0, "search.max_time: must be >= 0 seconds (0 = no limit)")
     _require(
@@ -328,12 +339,16 @@ def _validate_objectives(objectives: Any) -> None:
     _require(len(set(names)) == len(names), "search.objectives: each metric may appear once")
 
 
-def _validate_operators(weights: Any) -> None:
+def _validate_operators(weights: Any, space_kind: str) -> None:
     _require(isinstance(weights, dict), "search.operators: expected a mapping name -> weight")
+    if not weights:
+        return  # the space's default operators
+    known = sorted(name for name, op in OPERATORS.items() if op.space == space_kind)
     for name, weight in weights.items():
         _require(
-            name in OPERATORS,
-            f"search.operators.{name}: unknown operator; expected one of {sorted(OPERATORS)}",
+            name in known,
+            f"search.operators.{name}: unknown operator for a {space_kind} space; "
+            f"expected one of {known}",
         )
         _require(
             isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0,
@@ -345,4 +360,18 @@ def _validate_operators(weights: Any) -> None:
 def space_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The `space` section as keyword arguments of SequentialSpace."""
     space = config["space"]
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in space.items()}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in space.items() if k != "kind"}
+
+
+def strategy_name(config: dict[str, Any]) -> str:
+    """The strategy to run: `auto` is nsga2 with several objectives, else local search."""
+    search = config["search"]
+    if search["strategy"] != "auto":
+        return search["strategy"]
+    return "nsga2" if len(search["objectives"]) > 1 else "local"
+
+
+def operator_weights(config: dict[str, Any]) -> dict[str, float]:
+    from evonas.operators import DEFAULT_WEIGHTS
+
+    return config["search"]["operators"] or DEFAULT_WEIGHTS[config["space"]["kind"]]

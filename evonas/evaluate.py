@@ -37,7 +37,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     timeout = float(job["training"].get("timeout") or 0)
     try:
         with _alarm(timeout):
-            metrics = _run_user_evaluator(job) if job.get("evaluator") else _train_builtin(job)
+            metrics = _evaluate(job)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
@@ -47,6 +47,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["traceback"] = traceback.format_exc(limit=8)
     result["finished_at"] = time.time()
     return result
+
+
+def _evaluate(job: dict[str, Any]) -> dict[str, float]:
+    if job.get("evaluator"):
+        return _run_user_evaluator(job)
+    if job["task"]["name"] == "table":
+        from evonas.tasks import table_lookup
+
+        return table_lookup(job["task"].get("options") or {}, job["key"])
+    return _train_builtin(job)
 
 
 def _status_of(exc: BaseException) -> str:

@@ -32,21 +32,21 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from evonas.config import ConfigError, space_settings, validate
+from evonas.config import (
+    ConfigError,
+    operator_weights,
+    space_settings,
+    strategy_name,
+    validate,
+)
 from evonas.evaluate import OK, evaluation_seed
 from evonas.operators import OPERATORS
 from evonas.parallel import evaluate_stream
 from evonas.plots import pareto_data, write_generation_plots
 from evonas.progress import Progress
-from evonas.spaces import SequentialSpace
+from evonas.spaces import Nb201Space, SequentialSpace
 from evonas.store import RunDirError, Store
-from evonas.strategies import (
-    Individual,
-    fitness_class,
-    fitness_values,
-    select_parents,
-    select_survivors,
-)
+from evonas.strategies import Child, Individual, fitness_class, fitness_values, make_strategy
 from evonas.tasks import load_task
 
 MAX_VARIATION_ATTEMPTS = 20
@@ -90,16 +90,22 @@ class Search:
         self.store = store
         self.echo = log
         self.progress = progress or Progress(enabled=False)
-        task = load_task(config["task"])
-        self.space = SequentialSpace(
-            input_shape=task.input_shape, num_classes=task.num_classes, **space_settings(config)
-        )
+        self.space, input_shape = make_space(config)
         search = config["search"]
-        self.strategy = search["strategy"]
         self.objectives = search["objectives"]
         self.population_size = search["population"]
         self.fitness_cls = fitness_class(self.objectives)
         self.rng = random.Random(config["seed"])
+        self.strategy = make_strategy(strategy_name(config), config, self.space, self.rng)
+        self.weights = operator_weights(config)
+        blob = json.dumps(config["training"], sort_keys=True).encode()
+        self.training_key = hashlib.sha256(blob).hexdigest()[:16]
+        training = config["training"]
+        self.keeps_weights = (
+            training["save_weights"]
+            and training["evaluator"] == "builtin"
+            and config["task"]["name"] != "table"
+        )
         self.next_uid = 0
         self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
         self.by_uid: dict[int, Individual] = {}
@@ -107,6 +113,7 @@ class Search:
         self.journaled_generations = store.journaled_generations()
         self.stop_signal: int | None = None
         self.new_generations = 0  # generations journaled in this session
+        self.best_value: float | None = None  # of the first objective, for the progress line
         meta = store.meta()
         self.previous_seconds = float(meta.get("elapsed_seconds", 0.0))
         self.started = time.monotonic()
@@ -115,7 +122,7 @@ class Search:
                 "config": config,
                 "versions": versions(),
                 "device": "cpu",
-                "input_shape": task.input_shape,
+                "input_shape": input_shape,
                 "state": "running",
             }
         )
@@ -127,7 +134,8 @@ class Search:
         if self.journal:
             self.log(f"replaying {len(self.journal)} journaled evaluations")
         population = [
-            self.new_individual(self.space.sample(self.rng), 0) for _ in range(self.population_size)
+            self.new_individual(self.space.sample(self.rng), 0)
+            for _ in range(self.strategy.initial_size())
         ]
         if not self.evaluate(population, 0):
             return self.end(INTERRUPTED, self.signal_name())
@@ -142,9 +150,7 @@ class Search:
             children = self.breed(population, generation)
             if not self.evaluate(children, generation):
                 return self.end(INTERRUPTED, self.signal_name())
-            population = select_survivors(
-                self.strategy, self.distinct(population + children), self.population_size
-            )
+            population = self.strategy.survivors(population, children, self.distinct)
             self.finish_generation(generation, population, children)
         if not self.new_generations:
             self.log(f"the run was already finished ({generations} generations); nothing to do")
@@ -169,25 +175,33 @@ class Search:
         return individual
 
     def breed(self, population: list[Individual], generation: int) -> list[Individual]:
-        weights = self.config["search"]["operators"]
-        names = [name for name, weight in weights.items() if weight > 0]
-        children = []
-        for _ in range(self.population_size):
-            for _attempt in range(MAX_VARIATION_ATTEMPTS):
-                operator = OPERATORS[self.rng.choices(names, [weights[n] for n in names])[0]]
-                parents = select_parents(
-                    self.strategy,
-                    population,
-                    operator.arity,
-                    self.rng,
-                    self.config["search"]["tournament_size"],
-                )
-                genome = operator.fn(*[p.genome for p in parents], self.space, self.rng)
-                if all(genome.arch_key() != p.genome.arch_key() for p in parents):
-                    break
-            parent_uids = tuple(p.uid for p in parents)
-            children.append(self.new_individual(genome, generation, parent_uids, operator.name))
-        return children
+        children = self.strategy.breed(population, self.vary, self.sample, self.seen)
+        return [
+            self.new_individual(c.genome, generation, tuple(p.uid for p in c.parents), c.operator)
+            for c in children
+        ]
+
+    def vary(self, select, mutation_only: bool = False) -> Child:
+        """A child by an operator drawn by weight, on parents from `select(arity)`; retried while
+        the child is identical to a parent."""
+        names = [
+            name
+            for name, weight in self.weights.items()
+            if weight > 0 and not (mutation_only and OPERATORS[name].arity > 1)
+        ]
+        for _attempt in range(MAX_VARIATION_ATTEMPTS):
+            operator = OPERATORS[self.rng.choices(names, [self.weights[n] for n in names])[0]]
+            parents = select(operator.arity)
+            genome = operator.fn(*[p.genome for p in parents], self.space, self.rng)
+            if all(genome.arch_key() != p.genome.arch_key() for p in parents):
+                break
+        return Child(genome, tuple(parents), operator.name)
+
+    def sample(self):
+        return self.space.sample(self.rng)
+
+    def seen(self, genome) -> bool:
+        return self.cache_key_of(genome) in self.cache
 
     def evaluate(self, individuals: list[Individual], generation: int) -> bool:
         """Evaluate in parallel; journaled results are replayed and identical work (same cache
@@ -213,6 +227,7 @@ class Search:
             parallel["n_jobs"],
             crash_retries=parallel["crash_retries"],
             should_stop=lambda: self.stop_signal is not None,
+            backend=parallel["backend"],
         )
         for result in stream:
             self.record_result(self.by_uid[result["uid"]], result)
@@ -234,16 +249,20 @@ class Search:
                     "the journal; the run was made by another version of evonas or its task changed"
                 )
             return
-        self.store.record_generation(generation, uids, len(evaluated), failed, stats)
+        meta = {"elapsed_seconds": self.elapsed(), "generation": generation}
+        self.store.record_generation(generation, uids, len(evaluated), failed, stats, meta)
         self.new_generations += 1
-        self.store.drop_weights(self.worth_keeping(population))
-        self.store.set_meta({"elapsed_seconds": self.elapsed(), "generation": generation})
-        write_generation_plots(
-            self.store.run_dir / "plots",
-            self.store.individuals(),
-            self.store.generations(),
-            self.objectives,
-        )
+        if self.keeps_weights:
+            self.store.drop_weights(self.worth_keeping(population))
+        plot_every = self.config["search"]["plot_every"]
+        last = self.config["search"]["generations"]
+        if plot_every and (generation % plot_every == 0 or generation == last):
+            write_generation_plots(
+                self.store.run_dir / "plots",
+                self.store.individuals(),
+                self.store.generations(),
+                self.objectives,
+            )
         summary = ", ".join(f"best {k[5:]} {_fmt(v)}" for k, v in stats.items() if k[:5] == "best_")
         last = self.config["search"]["generations"]
         self.log(
@@ -300,8 +319,11 @@ class Search:
     # --- evaluation bookkeeping ---------------------------------------------------------------
 
     def cache_key(self, ind: Individual) -> str:
-        blob = json.dumps([ind.genome.arch_key(), self.config["training"]], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return self.cache_key_of(ind.genome)
+
+    def cache_key_of(self, genome) -> str:
+        """Identical work: the same architecture and training genes, the same training settings."""
+        return f"{genome.arch_key()}-{self.training_key}"
 
     def job(self, ind: Individual) -> dict[str, Any]:
         training = self.config["training"]
@@ -313,8 +335,9 @@ class Search:
             "task": self.config["task"],
             "training": {k: v for k, v in training.items() if k != "evaluator"},
             "evaluator": None if evaluator == "builtin" else evaluator,
+            "key": self.space.to_string(ind.genome) if hasattr(self.space, "to_string") else None,
             "weights_path": str(self.weights_file(ind.uid).resolve())
-            if training["save_weights"] and evaluator == "builtin"
+            if self.keeps_weights
             else None,
         }
 
@@ -325,6 +348,11 @@ class Search:
         ind.status, ind.error, ind.metrics = status, error, metrics
         ind.fitness = self.fitness_cls(fitness_values(metrics, status == OK, self.objectives))
         self.cache.setdefault(self.cache_key(ind), ind.uid)
+        first = self.objectives[0]
+        value = metrics.get(first["name"]) if status == OK else None
+        if value is not None:
+            better = max if first["goal"] == "max" else min
+            self.best_value = value if self.best_value is None else better(self.best_value, value)
 
     def replay(self, ind: Individual, row: dict[str, Any]) -> None:
         if row["arch_key"] != ind.genome.arch_key():
@@ -385,16 +413,9 @@ class Search:
         return stats
 
     def best_text(self) -> str:
-        objective = self.objectives[0]
-        values = [
-            ind.metrics[objective["name"]]
-            for ind in self.by_uid.values()
-            if ind.status == OK and objective["name"] in ind.metrics
-        ]
-        if not values:
+        if self.best_value is None:
             return ""
-        best = max(values) if objective["goal"] == "max" else min(values)
-        return f"best {objective['name']} {_fmt(best)}"
+        return f"best {self.objectives[0]['name']} {_fmt(self.best_value)}"
 
     def elapsed(self) -> float:
         return self.previous_seconds + time.monotonic() - self.started
@@ -410,6 +431,22 @@ _ROW_COLUMNS = {
     "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
     "cached_from", "worker", "started_at", "finished_at", "eval_seconds",
 }  # fmt: skip
+
+
+def make_space(config: dict[str, Any]):
+    """The configured search space and the task's input shape (None for table lookups)."""
+    kind = config["space"]["kind"]
+    task_name = config["task"]["name"]
+    if kind == "nb201":
+        if task_name == "table":
+            return Nb201Space(), None
+        task = load_task(config["task"])
+        return Nb201Space(lr=config["space"]["lr_max"]), task.input_shape
+    if task_name == "table":
+        raise ConfigError("task.name: the table task looks up cells; use space.kind: nb201")
+    task = load_task(config["task"])
+    space = SequentialSpace(task.input_shape, task.num_classes, **space_settings(config))
+    return space, task.input_shape
 
 
 def tools_front(individuals: list[Individual]) -> list[Individual]:
@@ -430,7 +467,7 @@ def start_search(
     progress: Progress | None = None,
 ) -> Search:
     """A new run directory and the search that will fill it."""
-    load_task(config["task"])  # a bad task is an error before anything is written
+    make_space(config)  # a bad task or space is an error before anything is written
     store = Store.create(run_dir, config)
     try:
         return Search(config, store, log, progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "pool": {"kind": str, "size": int},
     "dense": {"units": int, "activation": str},
     "dropout": {"rate": (float, int)},
+    # NAS-Bench-201 cell space: one gene per edge target <- source of the 4-node cell
+    "edge": {"target": int, "source": int, "operation": str},
 }
+ZERO_ALLOWED = frozenset({"source"})  # integer parameters that may be 0
 SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
 TRAINING_PARAMS: dict[str, type | tuple[type, ...]] = {"lr": (float, int)}
 
@@ -60,6 +64,10 @@ class Genome:
 
     def arch_key(self) -> str:
         """Canonical hash of the architecture and training genes, ignoring gene ids."""
+        return self._arch_key
+
+    @cached_property
+    def _arch_key(self) -> str:
         canonical = {
             "layers": [[g.op, sorted(g.params.items())] for g in self.genes],
             "training": sorted(self.training.items()),
@@ -126,8 +134,9 @@ def _parse_gene(item: Any, where: str) -> Gene:
         if wrong_bool or not isinstance(value, expected):
             name = expected.__name__ if isinstance(expected, type) else "number"
             raise GenomeError(f"{where}.{key}: expected {name}, got {value!r}")
-        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-            raise GenomeError(f"{where}.{key}: must be > 0, got {value!r}")
+        lowest = 0 if key in ZERO_ALLOWED else 1
+        if isinstance(value, int) and not isinstance(value, bool) and value < lowest:
+            raise GenomeError(f"{where}.{key}: must be >= {lowest}, got {value!r}")
     if op == "dropout":
         if not 0 <= params["rate"] < 1:
             raise GenomeError(f"{where}.rate: must be in [0, 1), got {params['rate']!r}")

@@ -22,14 +22,32 @@ class Operator:
     name: str
     fn: Callable[..., Genome]
     arity: int  # 1 for mutations, 2 for crossovers
+    space: str  # the kind of search space it works on
 
 
 OPERATORS: dict[str, Operator] = {}
 
+# Operator weights used when the config's search.operators is empty.
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "sequential": {
+        "add_layer": 1.0,
+        "remove_layer": 1.0,
+        "change_op": 1.0,
+        "change_width": 1.0,
+        "change_kernel": 1.0,
+        "change_activation": 0.5,
+        "change_lr": 1.0,
+        "crossover": 1.0,
+    },
+    "nb201": {"mutate_edge": 1.0, "crossover_edges": 0.5},
+}
 
-def register(name: str, arity: int = 1) -> Callable[[Callable[..., Genome]], Callable[..., Genome]]:
+
+def register(
+    name: str, arity: int = 1, space: str = "sequential"
+) -> Callable[[Callable[..., Genome]], Callable[..., Genome]]:
     def decorate(fn: Callable[..., Genome]) -> Callable[..., Genome]:
-        OPERATORS[name] = Operator(name, fn, arity)
+        OPERATORS[name] = Operator(name, fn, arity, space)
         return fn
 
     return decorate
@@ -156,5 +174,22 @@ def crossover(a: Genome, b: Genome, space: SequentialSpace, rng: random.Random) 
     return space.repair(Genome(genes=tuple(genes), training=training))
 
 
-def mutation_names() -> list[str]:
-    return [name for name, op in OPERATORS.items() if op.arity == 1]
+@register("mutate_edge", space="nb201")
+def mutate_edge(genome: Genome, space, rng: random.Random) -> Genome:
+    """One edge of a NAS-Bench-201 cell to another operation (the benchmark's mutation)."""
+    operations = space.operations(genome)
+    edge = rng.randrange(len(operations))
+    operations[edge] = rng.choice([op for op in space.ops if op != operations[edge]])
+    return space.genome(operations)
+
+
+@register("crossover_edges", arity=2, space="nb201")
+def crossover_edges(a: Genome, b: Genome, space, rng: random.Random) -> Genome:
+    """Uniform crossover of two cells: each edge's operation from either parent."""
+    return space.genome(
+        [rng.choice(pair) for pair in zip(space.operations(a), space.operations(b))]
+    )
+
+
+def mutation_names(space: str = "sequential") -> list[str]:
+    return [name for name, op in OPERATORS.items() if op.arity == 1 and op.space == space]

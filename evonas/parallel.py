@@ -48,9 +48,17 @@ def evaluate_stream(
     n_jobs: int,
     crash_retries: int = 1,
     should_stop: Callable[[], bool] = lambda: False,
+    backend: str = "loky",
 ) -> Iterator[dict[str, Any]]:
     """Yield one result per job (in completion order), unless stopped early; each result carries
-    its job's uid."""
+    its job's uid. Backend `inline` evaluates in this process, one job after another: for table
+    lookups and debugging, without crash isolation."""
+    if backend == "inline":
+        for job in jobs:
+            if should_stop():
+                return
+            yield run_job(job)
+        return
     pending = deque(jobs)
     solo: deque[dict[str, Any]] = deque()  # suspects of a worker death, each run alone
     crashes: Counter[int] = Counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from evonas.genome import SPATIAL_OPS, Gene, Genome
 
@@ -38,6 +39,8 @@ class SequentialSpace:
     lr_min: float = 1e-4
     lr_max: float = 3e-2
     batch_norm: tuple[bool, ...] = field(default=(True, False))
+
+    kind = "sequential"
 
     @property
     def spatial(self) -> bool:
@@ -198,3 +201,97 @@ def _next_shape(
     if gene.op == "dense":
         return (p["units"],), True
     return shape, flat  # dropout
+
+
+# --- NAS-Bench-201 cell space ----------------------------------------------------------------
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (target, source), string order
+
+
+class Nb201Space:
+    """The NAS-Bench-201 cell: 4 nodes, 6 edges (gene ids 1..6), one of 5 ops on each edge.
+
+    String format as in the benchmark: `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node j lists its
+    incoming edges `op~i`). The learning rate is a training gene kept at `lr` (a table lookup
+    ignores it; a real training of the cell uses it).
+    """
+
+    kind = "nb201"
+
+    def __init__(self, ops: tuple[str, ...] = NB201_OPS, lr: float = 0.1) -> None:
+        unknown = [op for op in ops if op not in NB201_OPS]
+        if unknown:
+            raise ValueError(f"unknown NAS-Bench-201 ops {unknown}; expected {list(NB201_OPS)}")
+        self.ops = tuple(ops)
+        self.lr = lr
+
+    def genome(self, operations: list[str]) -> Genome:
+        return _nb201_genome(tuple(operations), self.lr)
+
+    def sample(self, rng: random.Random) -> Genome:
+        return self.genome([rng.choice(self.ops) for _ in NB201_EDGES])
+
+    def repair(self, genome: Genome) -> Genome:
+        return genome
+
+    def problems(self, genome: Genome) -> list[str]:
+        found = []
+        if len(genome.genes) != len(NB201_EDGES):
+            return [f"{len(genome.genes)} genes; a NAS-Bench-201 cell has {len(NB201_EDGES)} edges"]
+        for gene, (target, source) in zip(genome.genes, NB201_EDGES):
+            p = gene.params
+            if gene.op != "edge" or (p.get("target"), p.get("source")) != (target, source):
+                found.append(f"gene {gene.id}: expected edge {target}<-{source}")
+            elif p["operation"] not in self.ops:
+                found.append(
+                    f"gene {gene.id}: operation {p['operation']!r} not in {list(self.ops)}"
+                )
+        return found
+
+    def operations(self, genome: Genome) -> list[str]:
+        return [gene.params["operation"] for gene in genome.genes]
+
+    def to_string(self, genome: Genome) -> str:
+        ops = self.operations(genome)
+        nodes, index = [], 0
+        for target in (1, 2, 3):
+            nodes.append("|" + "|".join(f"{ops[index + s]}~{s}" for s in range(target)) + "|")
+            index += target
+        return "+".join(nodes)
+
+    def from_string(self, text: str) -> Genome:
+        operations = []
+        nodes = text.split("+")
+        if len(nodes) != 3:
+            raise ValueError(f"not a NAS-Bench-201 cell string: {text!r}")
+        for target, node in enumerate(nodes, start=1):
+            edges = [e for e in node.strip("|").split("|") if e]
+            if len(edges) != target:
+                raise ValueError(f"node {target} of {text!r} must list {target} edges")
+            for source, edge in enumerate(edges):
+                op, _, index = edge.partition("~")
+                if index != str(source) or op not in NB201_OPS:
+                    raise ValueError(f"bad edge {edge!r} in {text!r}")
+                operations.append(op)
+        return self.genome(operations)
+
+    def neighbors(self, genome: Genome) -> list[Genome]:
+        """Every cell that differs in exactly one edge (gene ids kept)."""
+        ops = self.operations(genome)
+        found = []
+        for i, current in enumerate(ops):
+            for op in self.ops:
+                if op != current:
+                    found.append(self.genome(ops[:i] + [op] + ops[i + 1 :]))
+        return found
+
+
+@lru_cache(maxsize=16384)
+def _nb201_genome(operations: tuple[str, ...], lr: float) -> Genome:
+    """Shared immutable genomes: the cell space is small; cached arch keys make lookups cheap."""
+    genes = tuple(
+        Gene(i + 1, "edge", {"target": t, "source": s, "operation": op})
+        for i, ((t, s), op) in enumerate(zip(NB201_EDGES, operations))
+    )
+    return Genome(genes=genes, training={"lr": lr})

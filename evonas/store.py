@@ -66,6 +66,7 @@ class Store:
         self.run_dir = run_dir
         self.db = connection
         self._lock_file = None
+        self._columns: dict[str, set[str]] = {}
 
     @classmethod
     def create(cls, run_dir: str | Path, config: dict[str, Any]) -> Store:
@@ -132,7 +133,11 @@ class Store:
             )
 
     def _ensure_columns(self, table: str, names: list[str]) -> None:
+        known = self._columns.setdefault(table, set())
+        if known.issuperset(names):
+            return
         existing = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        known.update(existing, names)
         for name in names:
             if name not in existing:
                 if not _IDENTIFIER.match(name):
@@ -158,8 +163,14 @@ class Store:
         evaluated: int,
         failed: int,
         stats: dict[str, float],
+        meta: dict[str, Any] | None = None,
     ) -> None:
+        """Journal a finished generation (and `meta` updates) in one transaction."""
         with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in (meta or {}).items()],
+            )
             self._ensure_columns("generations", list(stats))
             values = {
                 "generation": generation,
@@ -214,7 +225,9 @@ class Store:
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    # WAL + NORMAL: a crash of the process never loses a commit and the journal never corrupts;
+    # a power loss may drop the last few commits, which a resume simply evaluates again.
+    db.execute("PRAGMA synchronous=NORMAL")
     return db
 
 

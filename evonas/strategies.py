@@ -105,3 +105,172 @@ def _crowded_tournament(
         return a if key_a < key_b else b
 
     return [better(rng.choice(population), rng.choice(population)) for _ in range(k)]
+
+
+# --- search strategies: how children are bred and who survives ------------------------------
+
+
+@dataclass
+class Child:
+    genome: Genome
+    parents: tuple[Individual, ...]
+    operator: str
+
+
+class Strategy:
+    """Breeds the children of a generation and selects the next population.
+
+    `vary(parents)` applies a weighted random operator of the space to parents chosen by the
+    strategy; `sample()` draws a fresh genome; `seen(genome)` says whether identical work was
+    already evaluated in this run.
+    """
+
+    name = "strategy"
+
+    def __init__(self, population: int, offspring: int, tournament_size: int, rng: random.Random):
+        self.population = population
+        self.offspring = offspring or self.default_offspring(population)
+        self.tournament_size = tournament_size
+        self.rng = rng
+
+    def default_offspring(self, population: int) -> int:
+        return population
+
+    def initial_size(self) -> int:
+        return self.population
+
+    def breed(self, population, vary, sample, seen) -> list[Child]:
+        raise NotImplementedError
+
+    def survivors(self, population: list[Individual], children: list[Individual], distinct):
+        raise NotImplementedError
+
+
+class Generational(Strategy):
+    """(mu + lambda): parents by tournament, survivors by NSGA-II (nsga2) or best-k (tournament)."""
+
+    def __init__(self, name: str, *args) -> None:
+        super().__init__(*args)
+        self.name = name
+
+    def breed(self, population, vary, sample, seen) -> list[Child]:
+        def select(k: int) -> list[Individual]:
+            return select_parents(self.name, population, k, self.rng, self.tournament_size)
+
+        return [vary(select) for _ in range(self.offspring)]
+
+    def survivors(self, population, children, distinct):
+        return select_survivors(self.name, distinct(population + children), self.population)
+
+
+class RandomSearch(Strategy):
+    """Random search: every child is a fresh sample; the population is the best seen so far."""
+
+    name = "random"
+
+    def __init__(self, multi_objective: bool, *args) -> None:
+        super().__init__(*args)
+        self.selection = "nsga2" if multi_objective else "tournament"
+
+    def breed(self, population, vary, sample, seen) -> list[Child]:
+        children = []
+        for _ in range(self.offspring):
+            genome = sample()
+            for _attempt in range(20):
+                if not seen(genome):
+                    break
+                genome = sample()
+            children.append(Child(genome, (), "sample"))
+        return children
+
+    def survivors(self, population, children, distinct):
+        return select_survivors(self.selection, distinct(population + children), self.population)
+
+
+class RegularizedEvolution(Strategy):
+    """Aging evolution (Real et al. 2019): a parent is the best of `tournament_size` members
+    sampled without replacement; each child joins the population and the oldest member dies."""
+
+    name = "regularized"
+
+    def default_offspring(self, population: int) -> int:
+        return 1
+
+    def breed(self, population, vary, sample, seen) -> list[Child]:
+        def select(k: int) -> list[Individual]:
+            size = min(self.tournament_size, len(population))
+            return [
+                max(self.rng.sample(population, size), key=lambda ind: ind.fitness.wvalues)
+                for _ in range(k)
+            ]
+
+        return [vary(select, mutation_only=True) for _ in range(self.offspring)]
+
+    def survivors(self, population, children, distinct):
+        aged = population + children  # oldest first
+        return aged[len(aged) - self.population :] if len(aged) > self.population else aged
+
+
+class LocalSearch(Strategy):
+    """Greedy local search (hill climbing): evaluate unseen neighbours of the incumbent,
+    `offspring` at a time in random order; move to the best child that beats the incumbent;
+    when every neighbour has been seen without improvement, restart from a random sample.
+
+    The population is the incumbent alone; neighbours come from the space's `neighbors()` when
+    it can enumerate them (NAS-Bench-201), else from random mutations.
+    """
+
+    name = "local"
+
+    def default_offspring(self, population: int) -> int:
+        return 1
+
+    def initial_size(self) -> int:
+        return 1
+
+    def __init__(self, space, *args) -> None:
+        super().__init__(*args)
+        self.space = space
+
+    def breed(self, population, vary, sample, seen) -> list[Child]:
+        incumbent = population[0]
+        if hasattr(self.space, "neighbors"):
+            candidates = self.space.neighbors(incumbent.genome)
+            self.rng.shuffle(candidates)
+            unseen = [g for g in candidates if not seen(g)]
+            children = [Child(g, (incumbent,), "mutate_edge") for g in unseen[: self.offspring]]
+        else:
+            children = []
+            for _ in range(self.offspring * 10):
+                child = vary(lambda k: [incumbent] * k, mutation_only=True)
+                if not seen(child.genome) and all(
+                    child.genome.arch_key() != c.genome.arch_key() for c in children
+                ):
+                    children.append(child)
+                if len(children) == self.offspring:
+                    break
+        if not children:  # a local optimum: every neighbour was seen
+            genome = sample()
+            return [Child(genome, (), "restart")]
+        return children
+
+    def survivors(self, population, children, distinct):
+        incumbent = population[0]
+        if len(children) == 1 and children[0].operator == "restart":
+            return [children[0]]
+        best = max(children, key=lambda ind: ind.fitness.wvalues)
+        return [best] if best.fitness.wvalues > incumbent.fitness.wvalues else [incumbent]
+
+
+def make_strategy(name: str, config: dict, space, rng: random.Random) -> Strategy:
+    search = config["search"]
+    args = (search["population"], search["offspring"], search["tournament_size"], rng)
+    if name in ("nsga2", "tournament"):
+        return Generational(name, *args)
+    if name == "random":
+        return RandomSearch(len(search["objectives"]) > 1, *args)
+    if name == "regularized":
+        return RegularizedEvolution(*args)
+    if name == "local":
+        return LocalSearch(space, *args)
+    raise ValueError(f"unknown strategy {name!r}")

@@ -209,3 +209,54 @@ def task_fingerprint(data: TaskData) -> str:
     for array in (data.x_train, data.y_train, data.x_val, data.y_val):
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]
+
+
+# --- table lookup: fitness read from a CSV table (e.g. NAS-Bench-201) ------------------------
+
+
+def table_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated options of the `table` task: path, key, fitness and report columns."""
+    path = options.get("path")
+    if not path:
+        raise TaskError("task.options.path: the table task needs the CSV file's path")
+    unknown = set(options) - {"path", "key", "fitness", "report"}
+    if unknown:
+        raise TaskError(f"task.options.{sorted(unknown)[0]}: unknown option of the table task")
+    report = options.get("report", [])
+    if isinstance(report, str):
+        report = [report]
+    return {
+        "path": str(path),
+        "key": options.get("key", "arch_str"),
+        "fitness": options.get("fitness", "c10valid_val_12ep"),
+        "report": list(report),
+    }
+
+
+@lru_cache(maxsize=2)
+def _load_table(path: str, key: str, columns: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"task.options.path: cannot read table {path} ({exc})") from None
+    missing = [c for c in (key, *columns) if c not in frame.columns]
+    if missing:
+        raise TaskError(f"{path}: no column {missing[0]!r} (columns: {list(frame.columns)})")
+    values = frame[list(columns)].astype(float).to_dict("records")
+    return dict(zip(frame[key].astype(str), values))
+
+
+def load_table(options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The table as {key: {column: value}} for the fitness and report columns (cached)."""
+    opts = table_options(options)
+    columns = tuple(dict.fromkeys([opts["fitness"], *opts["report"]]))
+    return _load_table(opts["path"], opts["key"], columns)
+
+
+def table_lookup(options: Mapping[str, Any], key: str) -> dict[str, float]:
+    table = load_table(options)
+    if key not in table:
+        raise KeyError(f"{key!r} is not in the table {options['path']}")
+    return dict(table[key])

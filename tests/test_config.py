@@ -40,9 +40,9 @@ def test_set_parses_yaml_values():
 
 
 def test_free_form_sections_accept_new_keys():
-    config = resolve(sets=["task.options.samples=50", "search.operators.crossover=0"])
+    config = resolve(sets=["task.options.samples=50", "search.operators.crossover=2"])
     assert config["task"]["options"] == {"samples": 50}
-    assert config["search"]["operators"]["crossover"] == 0
+    assert config["search"]["operators"] == {"crossover": 2}
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_genome_is_frozen():
     [
         (lambda d: d["layers"][0].update(op="lstm"), "layers[0].op: expected one of"),
         (lambda d: d["layers"][0].update(width="8"), "layers[0].width: expected int"),
-        (lambda d: d["layers"][0].update(width=0), "layers[0].width: must be > 0"),
+        (lambda d: d["layers"][0].update(width=0), "layers[0].width: must be >= 1"),
         (lambda d: d["layers"][0].pop("kernel"), "layers[0].kernel: missing"),
         (lambda d: d["layers"][1].update(extra=1), "layers[1].extra: unknown parameter"),
         (lambda d: d["layers"][1].update(kind="median"), "layers[1].kind: expected 'max'"),

@@ -95,6 +95,8 @@ def build(
     """Build the network a genome describes for inputs of `input_shape` (no batch dimension)."""
     if isinstance(genome, dict):
         genome = parse_genome(genome)
+    if genome.genes and genome.genes[0].op == "edge":
+        return build_nb201(genome, input_shape, num_classes)
     shape = tuple(input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for gene in genome.genes:
@@ -138,3 +140,88 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         model(torch.zeros(1, *input_shape))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+# --- NAS-Bench-201 network: the benchmark's macro skeleton around a searched cell ---------------
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__(
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class Zero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def _nb201_op(name: str, channels: int) -> nn.Module:
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3, 1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown NAS-Bench-201 operation {name!r}")
+
+
+class Nb201Cell(nn.Module):
+    """Node j is the sum of op(i -> j)(node i) over i < j; the cell's output is node 3.
+    Edges with `none` are left out, as in the benchmark's inference cell."""
+
+    def __init__(self, edges: list[tuple[int, int, str]], channels: int) -> None:
+        super().__init__()
+        self.edges = [(t, s) for t, s, op in edges if op != "none"]
+        self.ops = nn.ModuleList(_nb201_op(op, channels) for _, _, op in edges if op != "none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for target in (1, 2, 3):
+            inputs = [op(nodes[s]) for (t, s), op in zip(self.edges, self.ops) if t == target]
+            nodes.append(sum(inputs) if inputs else torch.zeros_like(x))
+        return nodes[3]
+
+
+class Nb201Reduction(nn.Module):
+    """The benchmark's residual reduction block between stages (stride 2, channels doubled)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def build_nb201(
+    genome: Genome, input_shape: tuple[int, ...], num_classes: int, channels: int = 16,
+    cells_per_stage: int = 5,
+) -> nn.Module:  # fmt: skip
+    """The NAS-Bench-201 network: stem, three stages of `cells_per_stage` cells (C, 2C, 4C)
+    joined by residual reduction blocks, then BN-ReLU, global pooling and a linear classifier."""
+    edges = [(g.params["target"], g.params["source"], g.params["operation"]) for g in genome.genes]
+    layers: list[nn.Module] = [
+        nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(channels),
+    ]
+    c = channels
+    for stage in range(3):
+        if stage:
+            layers.append(Nb201Reduction(c, 2 * c))
+            c *= 2
+        layers += [Nb201Cell(edges, c) for _ in range(cells_per_stage)]
+    layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.Linear(c, num_classes)]  # fmt: skip
+    return nn.Sequential(*layers)

@@ -64,3 +64,21 @@ def test_params_and_flops_counts():
     # torch counts 2 FLOPs per multiply-accumulate of the two linear layers
     assert count_flops(model, (10,)) == 2 * (10 * 16 + 16 * 3)
     assert model.training  # counting does not leave the model in eval mode
+
+
+def test_nb201_network_matches_the_benchmark_parameter_counts():
+    from evonas.spaces import Nb201Space
+
+    space = Nb201Space()
+    # NAS-Bench-201 / NATS-Bench report 1.531546 M parameters for the all-3x3-conv cell and
+    # 0.073306 M for the empty cell on CIFAR-10 (C = 16, N = 5).
+    largest = build(space.genome(["nor_conv_3x3"] * 6), (3, 32, 32), 10)
+    assert count_params(largest) == 1_531_546
+    assert count_params(build(space.genome(["none"] * 6), (3, 32, 32), 10)) == 73_306
+    cell = space.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    )
+    model = build(cell, (3, 32, 32), 10)
+    model.eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build(cell, (1, 8, 8), 10)(torch.randn(2, 1, 8, 8)).shape == (2, 10)

@@ -11,6 +11,7 @@ from evonas.config import ConfigError, resolve
 from evonas.evolve import resume_search, run_search
 from evonas.operators import OPERATORS
 from evonas.store import RunDirError
+from tests.conftest import ROOT
 
 TINY = [
     "task.name=synthetic",
@@ -253,3 +254,46 @@ def test_resuming_a_finished_run_says_so(tmp_path):
     finally:
         result.store.close()
     assert any("already finished" in line for line in lines)
+
+
+NB201 = [
+    "task.name=table",
+    f"task.options={{path: {ROOT.parent / 'shared/benchmarks/nb201/nb201_cifar10.csv.gz'}, "
+    "fitness: c10valid_val_12ep, report: [c10_test_200ep]}",
+    "space.kind=nb201",
+    "search.objectives=[{name: c10valid_val_12ep, goal: max}]",
+    "search.plot_every=0",
+    "parallel.backend=inline",
+]
+
+
+@pytest.mark.parametrize("strategy", ["local", "regularized", "random", "tournament", "nsga2"])
+def test_every_strategy_searches_the_nb201_table(tmp_path, strategy):
+    result = search(tmp_path, *NB201, f"search.strategy={strategy}", "search.generations=60")
+    people = result.individuals
+    assert (people["status"] == "ok").all()
+    assert people["c10valid_val_12ep"].between(0, 100).all() and "c10_test_200ep" in people
+    first = people[people["generation"] == 0]
+    assert len(first) == (1 if strategy == "local" else 4)  # TINY sets population 4
+    best = result.generations["best_c10valid_val_12ep"]
+    if strategy in ("tournament", "nsga2", "random"):
+        assert best.is_monotonic_increasing  # elitist; local search restarts, aging forgets
+    assert people["c10valid_val_12ep"].max() > 80
+
+
+def test_local_search_finds_the_nb201_optimum_within_500_evaluations(tmp_path):
+    result = search(tmp_path, *NB201, "search.strategy=local", "search.generations=499")
+    assert len(result.individuals) == 500
+    best = result.individuals.loc[result.individuals["c10valid_val_12ep"].idxmax()]
+    assert best["c10valid_val_12ep"] == pytest.approx(84.892)
+    assert best["c10_test_200ep"] == pytest.approx(94.3733)
+
+
+def test_aging_evolution_resumes_exactly_on_the_table(tmp_path):
+    sets = [*NB201, "search.strategy=regularized", "search.generations=80"]
+    reference = search(tmp_path, *sets, name="reference")
+    copy_run(tmp_path / "reference", tmp_path / "cut", 37)
+    resumed = resume_to_end(tmp_path / "cut")
+    pd.testing.assert_frame_equal(
+        resumed.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
+    )

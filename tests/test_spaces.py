@@ -3,7 +3,8 @@ import random
 import pytest
 
 from evonas.genome import Gene, Genome
-from evonas.spaces import SequentialSpace
+from evonas.spaces import NB201_OPS, Nb201Space, SequentialSpace
+from tests.conftest import ROOT
 
 SPACES = {
     "1d": SequentialSpace(input_shape=(1, 40), num_classes=10),
@@ -77,3 +78,41 @@ def test_shapes_follow_conv_stride_and_dense():
     )
     dense = Gene(2, "dense", {"units": 32, "activation": "relu"})
     assert space.shapes(Genome(genes=(conv, dense))) == [(8, 4, 4), (32,)]
+
+
+# --- NAS-Bench-201 cell space ------------------------------------------------------------------
+
+NB201_TABLE = ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
+
+
+def test_nb201_string_round_trip_for_all_cells():
+    import pandas as pd
+
+    space = Nb201Space()
+    cells = pd.read_csv(NB201_TABLE)["arch_str"]
+    assert len(cells) == 15625 == len(NB201_OPS) ** 6
+    genomes = [space.from_string(text) for text in cells]
+    assert [space.to_string(g) for g in genomes] == list(cells)
+    assert len({g.arch_key() for g in genomes}) == 15625
+    assert all(space.problems(g) == [] for g in genomes[:500])
+    assert all(g.gene_ids() == [1, 2, 3, 4, 5, 6] for g in genomes[:500])
+
+
+def test_nb201_bad_strings_and_problems():
+    space = Nb201Space()
+    for text in ("|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                 "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"):  # fmt: skip
+        with pytest.raises(ValueError):
+            space.from_string(text)
+    wrong = Genome(genes=space.sample(random.Random(0)).genes[:5])
+    assert space.problems(wrong) == ["5 genes; a NAS-Bench-201 cell has 6 edges"]
+
+
+def test_nb201_neighbors_differ_in_one_edge():
+    space = Nb201Space()
+    cell = space.sample(random.Random(3))
+    neighbours = space.neighbors(cell)
+    assert len(neighbours) == 6 * 4
+    for other in neighbours:
+        changed = [a != b for a, b in zip(space.operations(cell), space.operations(other))]
+        assert sum(changed) == 1

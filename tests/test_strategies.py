@@ -1,9 +1,14 @@
 import random
 
 from evonas.genome import Genome
+from evonas.spaces import Nb201Space
 from evonas.strategies import (
     WORST,
+    Child,
     Individual,
+    LocalSearch,
+    RandomSearch,
+    RegularizedEvolution,
     deap_random,
     fitness_class,
     fitness_values,
@@ -68,3 +73,79 @@ def test_deap_random_leaves_global_random_alone_and_advances_rng():
     reference = random.Random(5)
     assert drawn == reference.random()
     assert rng.random() == reference.random()
+
+
+# --- strategies on a stub fitness ------------------------------------------------------------
+
+
+def stub(uid, value, genome=None):
+    ind = Individual(uid, genome or Genome(genes=()), 0)
+    ind.fitness = fitness_class(OBJECTIVES[:1])((value,))
+    return ind
+
+
+def keep_all(individuals):
+    return individuals
+
+
+def test_aging_removes_the_oldest_even_if_it_is_the_best():
+    strategy = RegularizedEvolution(3, 0, 2, random.Random(0))
+    population = [stub(0, 0.99), stub(1, 0.1), stub(2, 0.2)]
+    survivors = strategy.survivors(population, [stub(3, 0.05)], keep_all)
+    assert [ind.uid for ind in survivors] == [1, 2, 3]
+
+
+def test_aging_parent_is_the_best_of_its_sample():
+    strategy = RegularizedEvolution(4, 0, 4, random.Random(0))  # sample = whole population
+    population = [stub(0, 0.3), stub(1, 0.9), stub(2, 0.5), stub(3, 0.1)]
+    chosen = []
+
+    def vary(select, mutation_only=False):
+        parents = select(1)
+        chosen.append(parents[0].uid)
+        assert mutation_only
+        return Child(Genome(genes=()), tuple(parents), "stub")
+
+    assert len(strategy.breed(population, vary, None, None)) == 1  # one child per step
+    assert chosen == [1]
+
+
+def test_local_search_keeps_the_incumbent_unless_beaten():
+    strategy = LocalSearch(Nb201Space(), 1, 0, 3, random.Random(0))
+    incumbent = stub(0, 0.5)
+    assert strategy.survivors([incumbent], [stub(1, 0.4)], keep_all) == [incumbent]
+    assert strategy.survivors([incumbent], [stub(2, 0.5)], keep_all) == [incumbent]
+    better = stub(3, 0.6)
+    assert strategy.survivors([incumbent], [stub(4, 0.1), better], keep_all) == [better]
+    restart = stub(5, 0.01)
+    restart.operator = "restart"
+    assert strategy.survivors([incumbent], [restart], keep_all) == [restart]
+
+
+def test_local_search_walks_unseen_neighbours_then_restarts():
+    space = Nb201Space()
+    strategy = LocalSearch(space, 1, 5, 3, random.Random(0))
+    incumbent = stub(0, 0.5, space.sample(random.Random(1)))
+    seen = set()
+    children = strategy.breed([incumbent], None, lambda: space.sample(random.Random(2)),
+                              lambda g: g.arch_key() in seen)  # fmt: skip
+    assert len(children) == 5 and all(c.operator == "mutate_edge" for c in children)
+    assert {c.genome.arch_key() for c in children} <= {
+        g.arch_key() for g in space.neighbors(incumbent.genome)
+    }
+    seen |= {g.arch_key() for g in space.neighbors(incumbent.genome)}
+    restart = strategy.breed([incumbent], None, lambda: space.sample(random.Random(2)),
+                             lambda g: g.arch_key() in seen)  # fmt: skip
+    assert [c.operator for c in restart] == ["restart"] and restart[0].parents == ()
+
+
+def test_random_search_only_samples():
+    space = Nb201Space()
+    strategy = RandomSearch(False, 4, 0, 3, random.Random(0))
+    rng = random.Random(5)
+    children = strategy.breed([], None, lambda: space.sample(rng), lambda g: False)
+    assert len(children) == 4
+    assert all(c.operator == "sample" and c.parents == () for c in children)
+    population = [stub(i, v) for i, v in enumerate([0.1, 0.5, 0.3, 0.2])]
+    survivors = strategy.survivors(population, [stub(9, 0.9)], keep_all)
+    assert [ind.uid for ind in survivors] == [9, 1, 2, 3]

@@ -4,7 +4,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from evonas.tasks import TaskError, load_task, split
+from evonas.tasks import TaskError, load_table, load_task, split, table_lookup
+from tests.conftest import ROOT
 
 
 def spec(name, **extra):
@@ -83,3 +84,34 @@ def test_user_task(tmp_path, monkeypatch):
 def test_unknown_task_names_the_setting():
     with pytest.raises(TaskError, match="task.name: unknown task 'cifar'"):
         load_task(spec("cifar"))
+
+
+NB201_TABLE = ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
+
+
+def test_table_lookup_on_the_shared_nb201_table():
+    options = {"path": str(NB201_TABLE), "fitness": "c10valid_val_12ep",
+               "report": ["c10_test_200ep"]}  # fmt: skip
+    best = (
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+        "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
+    metrics = table_lookup(options, best)
+    assert set(metrics) == {"c10valid_val_12ep", "c10_test_200ep"}
+    assert len(load_table(options)) == 15625
+    with pytest.raises(KeyError, match="is not in the table"):
+        table_lookup(options, "|none~0|")
+
+
+def test_table_errors_name_the_option(tmp_path):
+    with pytest.raises(TaskError, match="task.options.path"):
+        table_lookup({}, "x")
+    with pytest.raises(TaskError, match="task.options.colour: unknown option"):
+        table_lookup({"path": "t.csv", "colour": 1}, "x")
+    with pytest.raises(TaskError, match="cannot read table"):
+        table_lookup({"path": str(tmp_path / "absent.csv")}, "x")
+    table = tmp_path / "t.csv"
+    table.write_text("arch_str,acc\na,1.0\n")
+    with pytest.raises(TaskError, match="no column 'c10valid_val_12ep'"):
+        table_lookup({"path": str(table)}, "a")
+    assert table_lookup({"path": str(table), "fitness": "acc"}, "a") == {"acc": 1.0}

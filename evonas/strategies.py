@@ -212,12 +212,13 @@ class RegularizedEvolution(Strategy):
 
 
 class LocalSearch(Strategy):
-    """Greedy local search (hill climbing): evaluate unseen neighbours of the incumbent,
-    `offspring` at a time in random order; move to the best child that beats the incumbent;
-    when every neighbour has been seen without improvement, restart from a random sample.
+    """Greedy local search (hill climbing): start from the best of `population` random samples;
+    evaluate unseen neighbours of the incumbent, `offspring` (default 1) at a time in random
+    order; move to the best child that beats the incumbent; when every neighbour has been seen
+    without improvement (a local optimum), restart from a random sample.
 
-    The population is the incumbent alone; neighbours come from the space's `neighbors()` when
-    it can enumerate them (NAS-Bench-201), else from random mutations.
+    After generation 0 the population is the incumbent alone; neighbours come from the space's
+    `neighbors()` when it can enumerate them (NAS-Bench-201), else from random mutations.
     """
 
     name = "local"
@@ -226,14 +227,14 @@ class LocalSearch(Strategy):
         return 1
 
     def initial_size(self) -> int:
-        return 1
+        return self.population
 
     def __init__(self, space, *args) -> None:
         super().__init__(*args)
         self.space = space
 
     def breed(self, population, vary, sample, seen) -> list[Child]:
-        incumbent = population[0]
+        incumbent = max(population, key=lambda ind: ind.fitness.wvalues)
         if hasattr(self.space, "neighbors"):
             candidates = self.space.neighbors(incumbent.genome)
             self.rng.shuffle(candidates)
@@ -255,7 +256,7 @@ class LocalSearch(Strategy):
         return children
 
     def survivors(self, population, children, distinct):
-        incumbent = population[0]
+        incumbent = max(population, key=lambda ind: ind.fitness.wvalues)
         if len(children) == 1 and children[0].operator == "restart":
             return [children[0]]
         best = max(children, key=lambda ind: ind.fitness.wvalues)

@@ -1,0 +1,127 @@
+"""Search strategies on the NAS-Bench-201 CIFAR-10 table, against published results.
+
+    .venv/bin/python benchmarks/nb201.py [--runs 100] [--jobs 2]
+
+Each strategy runs `--runs` independent searches of 500 evaluations through the real loop and
+journal (table lookups, inline backend). The search sees `c10valid_val_12ep`; the best cell found
+so far (by that signal) is reported by its `c10_test_200ep` at 50, 100, 200 and 500 evaluations.
+Evaluations are counted as journal rows, cache hits included. Writes
+benchmarks/results/nb201.csv and nb201.png and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
+RESULTS = ROOT / "benchmarks" / "results"
+BUDGETS = (50, 100, 200, 500)
+OPTIMUM = 94.3733
+PUBLISHED = {  # NAS-Bench-201 (ICLR 2020) Table 5, about 100 evaluations, 500 runs
+    "regularized": "93.92 ± 0.30",
+    "random": "93.70 ± 0.36",
+}
+REFERENCE = {  # plain reference implementations on this table, 300 runs (@100 / @500)
+    "random": "93.71 / 94.02",
+    "regularized": "94.06 / 94.31",
+    "local": "94.17 / 94.37",
+}
+# Strategy settings: population, generations (so that each run makes 500 evaluations), extras.
+STRATEGIES = {
+    "local": ["search.population=10", "search.generations=490"],
+    "regularized": ["search.population=20", "search.tournament_size=5", "search.generations=480"],
+    "random": ["search.population=10", "search.generations=49"],
+    "tournament": ["search.population=20", "search.tournament_size=3", "search.generations=24"],
+    "nsga2": ["search.population=20", "search.generations=24"],
+}
+
+
+def one_search(strategy: str, seed: int) -> dict:
+    from evonas.config import resolve
+    from evonas.evolve import run_search
+
+    sets = [
+        "task.name=table",
+        f"task.options={{path: {TABLE}, fitness: c10valid_val_12ep, report: [c10_test_200ep]}}",
+        "space.kind=nb201",
+        "search.objectives=[{name: c10valid_val_12ep, goal: max}]",
+        "search.plot_every=0",
+        "parallel.backend=inline",
+        f"search.strategy={strategy}",
+        f"seed={seed}",
+        *STRATEGIES[strategy],
+    ]
+    config = resolve(sets=sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        people = run_search(config, Path(tmp) / "run", log=lambda line: None).individuals
+        seconds = time.perf_counter() - start
+    people = people.sort_values("uid")
+    signal, test = people["c10valid_val_12ep"].to_numpy(), people["c10_test_200ep"].to_numpy()
+    row = {"strategy": strategy, "seed": seed, "evaluations": len(people), "seconds": seconds}
+    for budget in BUDGETS:
+        best = int(np.argmax(signal[:budget]))
+        row[f"test@{budget}"] = test[best]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    tasks = [(s, seed) for s in args.strategies for seed in range(args.runs)]
+    rows = Parallel(n_jobs=args.jobs)(delayed(one_search)(s, seed) for s, seed in tasks)
+    wall = time.perf_counter() - start
+    results = pd.DataFrame(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.to_csv(RESULTS / "nb201.csv", index=False)
+    print(f"{len(results)} searches, {results['evaluations'].sum():,} evaluations in {wall:.0f} s "
+          f"on {args.jobs} processes\n")  # fmt: skip
+    header = "| strategy | " + " | ".join(f"@{b}" for b in BUDGETS)
+    print(header + " | optimum @500 | evals/s per process | published @100 | reference @100/@500 |")
+    print("|---" * (len(BUDGETS) + 5) + "|")
+    for strategy, part in results.groupby("strategy", sort=False):
+        cells = [f"{part[f'test@{b}'].mean():.2f} ± {part[f'test@{b}'].std():.2f}" for b in BUDGETS]
+        hits = (np.isclose(part["test@500"], OPTIMUM)).mean() * 100
+        speed = part["evaluations"].sum() / part["seconds"].sum()
+        print(f"| {strategy} | " + " | ".join(cells) + f" | {hits:.0f} % | {speed:,.0f} | "
+              f"{PUBLISHED.get(strategy, '-')} | {REFERENCE.get(strategy, '-')} |")  # fmt: skip
+    plot(results)
+
+
+def plot(results: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, part in results.groupby("strategy", sort=False):
+        means = [part[f"test@{b}"].mean() for b in BUDGETS]
+        stds = [part[f"test@{b}"].std() for b in BUDGETS]
+        ax.errorbar(BUDGETS, means, yerr=stds, marker="o", capsize=3, label=strategy)
+    ax.axhline(OPTIMUM, color="grey", linestyle=":", label="optimum 94.37")
+    ax.set_xscale("log")
+    ax.set_xticks(BUDGETS, [str(b) for b in BUDGETS])
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("test accuracy (200 epochs) of the best found, %")
+    ax.set_title(f"NAS-Bench-201 CIFAR-10, {results['seed'].nunique()} runs per strategy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "nb201.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,14 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
+TABLE = next(
+    (
+        shared / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
+        for shared in (ROOT.parent / "shared", Path("/work/shared"))
+        if (shared / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz").exists()
+    ),
+    ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz",
+)
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGETS = (50, 100, 200, 500)
 OPTIMUM = 94.3733

@@ -34,8 +34,18 @@ def activation(name: str) -> nn.Module:
 class ConvLayer(nn.Sequential):
     def __init__(self, dims: int, c_in: int, p: dict[str, Any]) -> None:
         conv, norm, *_ = _layers_for(dims)
-        k, bn = p["kernel"], p["batch_norm"]
-        layers = [conv(c_in, p["width"], k, stride=p["stride"], padding=k // 2, bias=not bn)]
+        k, bn, d = p["kernel"], p["batch_norm"], p.get("dilation", 1)
+        layers = [
+            conv(
+                c_in,
+                p["width"],
+                k,
+                stride=p["stride"],
+                padding=d * (k // 2),
+                dilation=d,
+                bias=not bn,
+            )
+        ]
         if bn:
             layers.append(norm(p["width"]))
         layers.append(activation(p["activation"]))

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
         "widths": [8, 16, 32, 64],
         "kernels": [3, 5, 7],
         "strides": [1, 2],
+        "dilations": [1],
         "units": [32, 64, 128, 256],
         "activations": ["relu", "gelu", "silu"],
         "dropout_rates": [0.1, 0.25, 0.5],
@@ -254,7 +255,7 @@ def validate(config: dict[str, Any]) -> None:
     )
     _check_choices("space.ops", space["ops"], OPS, str)
     _check_choices("space.activations", space["activations"], ACTIVATIONS, str)
-    for key in ("widths", "kernels", "strides", "units"):
+    for key in ("widths", "kernels", "strides", "dilations", "units"):
         _check_choices(f"space.{key}", space[key], None, int)
     _check_choices("space.dropout_rates", space["dropout_rates"], None, float)
     _require(

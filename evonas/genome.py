@@ -18,7 +18,14 @@ import yaml
 
 # op -> {param: type(s)}; the search space decides which values are allowed.
 OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "conv": {"width": int, "kernel": int, "stride": int, "activation": str, "batch_norm": bool},
+    "conv": {
+        "width": int,
+        "kernel": int,
+        "stride": int,
+        "dilation": int,
+        "activation": str,
+        "batch_norm": bool,
+    },
     "residual": {"width": int, "kernel": int, "activation": str, "batch_norm": bool},
     "pool": {"kind": str, "size": int},
     "dense": {"units": int, "activation": str},
@@ -27,6 +34,7 @@ OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "edge": {"target": int, "source": int, "operation": str},
 }
 ZERO_ALLOWED = frozenset({"source"})  # integer parameters that may be 0
+OPTIONAL = {"conv": {"dilation": 1}}  # parameters a genome file may leave out: their defaults
 SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
 TRAINING_PARAMS: dict[str, type | tuple[type, ...]] = {"lr": (float, int)}
 
@@ -122,7 +130,7 @@ def _parse_gene(item: Any, where: str) -> Gene:
     if op not in OP_PARAMS:
         raise GenomeError(f"{where}.op: expected one of {sorted(OP_PARAMS)}, got {op!r}")
     spec = OP_PARAMS[op]
-    params = {k: v for k, v in item.items() if k not in ("id", "op")}
+    params = {**OPTIONAL.get(op, {}), **{k: v for k, v in item.items() if k not in ("id", "op")}}
     for key in params:
         if key not in spec:
             raise GenomeError(f"{where}.{key}: unknown parameter for op '{op}'")

@@ -136,7 +136,8 @@ def change_width(genome: Genome, space: SequentialSpace, rng: random.Random) -> 
 
 @register("change_kernel")
 def change_kernel(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
-    return _change_param(genome, space, rng, {"kernel": space.kernels, "stride": space.strides})
+    choices = {"kernel": space.kernels, "stride": space.strides, "dilation": space.dilations}
+    return _change_param(genome, space, rng, choices)
 
 
 @register("change_activation")

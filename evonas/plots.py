@@ -69,6 +69,8 @@ def pareto_mask(values: np.ndarray, goals: list[str]) -> np.ndarray:
 def pareto_data(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
     """Successful individuals with their objective values and an `on_front` flag."""
     names = [o["name"] for o in objectives]
+    if not set(names) <= set(individuals.columns):  # no evaluation has produced them yet
+        return pd.DataFrame(columns=["uid", "generation", *names, "on_front"])
     ok = individuals[individuals["status"] == "ok"].dropna(subset=names)
     data = ok[["uid", "generation", *names]].copy()
     data["on_front"] = pareto_mask(data[names].to_numpy(float), [o["goal"] for o in objectives])
@@ -134,6 +136,8 @@ def fronts_data(
 ) -> pd.DataFrame:
     """The Pareto front among individuals evaluated up to each generation (long format)."""
     names = [o["name"] for o in objectives]
+    if not set(names) <= set(individuals.columns):
+        return pd.DataFrame(columns=["front_of", "uid", *names])
     ok = individuals[individuals["status"] == "ok"].dropna(subset=names)
     cuts = generations if generations is not None else sorted(ok["generation"].unique())
     frames = []

@@ -32,6 +32,7 @@ class SequentialSpace:
     widths: tuple[int, ...] = (8, 16, 32, 64)
     kernels: tuple[int, ...] = (3, 5, 7)
     strides: tuple[int, ...] = (1, 2)
+    dilations: tuple[int, ...] = (1,)
     units: tuple[int, ...] = (32, 64, 128, 256)
     activations: tuple[str, ...] = ("relu", "gelu", "silu")
     dropout_rates: tuple[float, ...] = (0.1, 0.25, 0.5)
@@ -66,6 +67,7 @@ class SequentialSpace:
                 "width": choice(self.widths),
                 "kernel": choice(self.kernels),
                 "stride": choice(self.strides),
+                "dilation": choice(self.dilations),
                 "activation": choice(self.activations),
                 "batch_norm": choice(self.batch_norm),
             }
@@ -139,6 +141,7 @@ class SequentialSpace:
             "width": self.widths,
             "kernel": self.kernels,
             "stride": self.strides,
+            "dilation": self.dilations,
             "activation": self.activations,
             "units": self.units,
             "rate": self.dropout_rates,
@@ -176,8 +179,10 @@ class SequentialSpace:
         return Genome(genes=tuple(kept[: self.max_layers]), training={**genome.training, "lr": lr})
 
 
-def _conv_length(length: int, kernel: int, stride: int) -> int:
-    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+def _conv_length(length: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """Output length of a 'same'-padded convolution (padding dilation * (kernel // 2))."""
+    span = dilation * (kernel - 1) + 1
+    return (length + 2 * dilation * (kernel // 2) - span) // stride + 1
 
 
 def _next_shape(
@@ -187,7 +192,9 @@ def _next_shape(
     if gene.op in SPATIAL_OPS and flat:
         raise ValueError(f"{where}: spatial layer after the features were flattened")
     if gene.op == "conv":
-        dims = tuple(_conv_length(d, p["kernel"], p["stride"]) for d in shape[1:])
+        dims = tuple(
+            _conv_length(d, p["kernel"], p["stride"], p.get("dilation", 1)) for d in shape[1:]
+        )
         return (p["width"], *dims), False
     if gene.op == "residual":
         dims = tuple(_conv_length(d, p["kernel"], 1) for d in shape[1:])

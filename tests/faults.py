@@ -48,3 +48,7 @@ def hang(genome, seed, budget):
 
     signal.signal(signal.SIGALRM, signal.SIG_IGN)
     time.sleep(120)
+
+
+def fail(genome, seed, budget):
+    raise RuntimeError("every evaluation fails")

@@ -82,3 +82,10 @@ def test_nb201_network_matches_the_benchmark_parameter_counts():
     model.eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert build(cell, (1, 8, 8), 10)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_dilated_convolution_keeps_the_length():
+    model = build(genome({**CONV, "dilation": 4, "kernel": 5}), (1, 40), 3)
+    conv = model.body.g10[0]
+    assert conv.dilation == (4,) and conv.padding == (8,)
+    assert model.body.g10(torch.randn(2, 1, 40)).shape == (2, 8, 40)

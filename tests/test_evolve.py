@@ -11,7 +11,7 @@ from evonas.config import ConfigError, resolve
 from evonas.evolve import resume_search, run_search
 from evonas.operators import OPERATORS
 from evonas.store import RunDirError
-from tests.conftest import ROOT
+from tests.conftest import NB201_TABLE, needs_nb201
 
 TINY = [
     "task.name=synthetic",
@@ -258,8 +258,7 @@ def test_resuming_a_finished_run_says_so(tmp_path):
 
 NB201 = [
     "task.name=table",
-    f"task.options={{path: {ROOT.parent / 'shared/benchmarks/nb201/nb201_cifar10.csv.gz'}, "
-    "fitness: c10valid_val_12ep, report: [c10_test_200ep]}",
+    f"task.options={{path: {NB201_TABLE}, fitness: c10valid_val_12ep, report: [c10_test_200ep]}}",
     "space.kind=nb201",
     "search.objectives=[{name: c10valid_val_12ep, goal: max}]",
     "search.plot_every=0",
@@ -267,6 +266,7 @@ NB201 = [
 ]
 
 
+@needs_nb201
 @pytest.mark.parametrize("strategy", ["local", "regularized", "random", "tournament", "nsga2"])
 def test_every_strategy_searches_the_nb201_table(tmp_path, strategy):
     result = search(tmp_path, *NB201, f"search.strategy={strategy}", "search.generations=60")
@@ -281,6 +281,7 @@ def test_every_strategy_searches_the_nb201_table(tmp_path, strategy):
     assert people["c10valid_val_12ep"].max() > 80
 
 
+@needs_nb201
 def test_local_search_finds_the_nb201_optimum_within_500_evaluations(tmp_path):
     result = search(tmp_path, *NB201, "search.strategy=local", "search.generations=496")
     assert len(result.individuals) == 500
@@ -289,6 +290,7 @@ def test_local_search_finds_the_nb201_optimum_within_500_evaluations(tmp_path):
     assert best["c10_test_200ep"] == pytest.approx(94.3733)
 
 
+@needs_nb201
 def test_aging_evolution_resumes_exactly_on_the_table(tmp_path):
     sets = [*NB201, "search.strategy=regularized", "search.generations=80"]
     reference = search(tmp_path, *sets, name="reference")
@@ -297,3 +299,10 @@ def test_aging_evolution_resumes_exactly_on_the_table(tmp_path):
     pd.testing.assert_frame_equal(
         resumed.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
     )
+
+
+def test_a_run_where_every_evaluation_fails_still_finishes(tmp_path):
+    result = search(tmp_path, f"training.evaluator={FAULTS}:fail", "search.generations=1")
+    assert result.state == "finished"
+    assert (result.individuals["status"] == "failed").all() and result.pareto.empty
+    assert (tmp_path / "run" / "plots" / "pareto.png").exists()

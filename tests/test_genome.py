@@ -28,9 +28,8 @@ def genome_dict(**training):
 def test_parse_keeps_order_ids_and_params():
     genome = parse_genome(genome_dict())
     assert genome.gene_ids() == [1, 2, 3, 4]
-    assert genome.genes[0] == Gene(
-        1, "conv", {k: v for k, v in LAYERS[0].items() if k not in ("id", "op")}
-    )
+    expected = {k: v for k, v in LAYERS[0].items() if k not in ("id", "op")}
+    assert genome.genes[0] == Gene(1, "conv", {**expected, "dilation": 1})  # optional default
     assert genome.training == {"lr": 0.01}
 
 

@@ -11,7 +11,9 @@ from evonas.operators import OPERATORS, crossover, mutation_names
 from evonas.spaces import SequentialSpace
 
 SPACES = {
-    "1d": SequentialSpace(input_shape=(2, 24), num_classes=4, widths=(4, 8), units=(8, 16)),
+    "1d": SequentialSpace(
+        input_shape=(2, 24), num_classes=4, widths=(4, 8), units=(8, 16), dilations=(1, 2)
+    ),
     "2d": SequentialSpace(input_shape=(1, 8, 8), num_classes=3, widths=(4, 8), units=(8, 16)),
     "flat": SequentialSpace(input_shape=(10,), num_classes=2, units=(8, 16)),
 }

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from evonas.tasks import TaskError, load_table, load_task, split, table_lookup
-from tests.conftest import ROOT
+from tests.conftest import NB201_TABLE, needs_nb201
 
 
 def spec(name, **extra):
@@ -86,9 +86,7 @@ def test_unknown_task_names_the_setting():
         load_task(spec("cifar"))
 
 
-NB201_TABLE = ROOT.parent / "shared" / "benchmarks" / "nb201" / "nb201_cifar10.csv.gz"
-
-
+@needs_nb201
 def test_table_lookup_on_the_shared_nb201_table():
     options = {"path": str(NB201_TABLE), "fitness": "c10valid_val_12ep",
                "report": ["c10_test_200ep"]}  # fmt: skip

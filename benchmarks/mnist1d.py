@@ -47,7 +47,7 @@ class ConvBase(nn.Module):
 
 def protocol(name: str, genome: dict | None, seed: int) -> dict:
     """Retrain from scratch with the paper's protocol; returns test accuracy."""
-    from evonas.build import build
+    from evonas.builder import build
     from evonas.tasks import load_task
 
     torch.set_num_threads(1)

@@ -16,6 +16,7 @@ __all__ = [
     "Run",
     "search",
     "build",
+    "load_model",
 ]
 __version__ = "0.1.0"
 
@@ -24,7 +25,8 @@ _LAZY = {
     "compare": "evonas.analysis",
     "Run": "evonas.analysis",
     "search": "evonas.evolve",
-    "build": "evonas.build",
+    "build": "evonas.builder",
+    "load_model": "evonas.export",
 }
 
 

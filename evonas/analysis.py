@@ -191,9 +191,8 @@ class Run:
 
     def model(self, uid: int):
         """The trained `nn.Module` of `uid`, with its weights when they were kept."""
-        import torch
-
-        from evonas.build import build
+        from evonas.builder import build
+        from evonas.export import load_state_dict
 
         row = self._row(uid)
         if pd.notna(row.get("cached_from")):
@@ -208,8 +207,7 @@ class Run:
 
         classes = load_task(self.config["task"]).num_classes
         model = build(self.genome(int(row["uid"])), input_shape, classes)
-        state = torch.load(self.path / row["weights"], weights_only=True, map_location="cpu")
-        model.load_state_dict(state)
+        model.load_state_dict(load_state_dict(self.path / row["weights"]))
         return model.eval()
 
 

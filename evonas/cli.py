@@ -12,10 +12,10 @@ from pathlib import Path
 from evonas.config import ConfigError, preset_names, resolve
 from evonas.genome import GenomeError
 from evonas.plugins import PluginError
-from evonas.store import RunDirError
+from evonas.store import RunDirError, UnsafeFileError
 from evonas.tasks import TaskError
 
-USER_ERRORS = (ConfigError, GenomeError, PluginError, RunDirError, TaskError)
+USER_ERRORS = (ConfigError, GenomeError, PluginError, RunDirError, TaskError, UnsafeFileError)
 
 
 def _positive_int(text: str) -> int:
@@ -120,11 +120,45 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--config", metavar="FILE", help="YAML config file (task and space)")
     source.add_argument("--preset", metavar="NAME", help="built-in config")
     genome.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    export = commands.add_parser(
+        "export", help="write trained models of a run: state_dict, TorchScript or ONNX"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the best on --objective")
+    which.add_argument("--pareto", action="store_true", help="every model on the Pareto front")
+    which.add_argument("--individual", type=_positive_int, metavar="UID")
+    export.add_argument("--objective", metavar="NAME", help="with --best (default: the first)")
+    export.add_argument(
+        "--format", default="state_dict", choices=["state_dict", "torchscript", "onnx"]
+    )
+    export.add_argument("--out", metavar="PATH", help="file (a directory with --pareto)")
     return root
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from evonas.analysis import Run
+    from evonas.export import SUFFIX, export_run
+
+    run = Run(args.run_dir)
+    if args.best:
+        try:
+            uids = [int(run.best(args.objective)["uid"])]
+        except KeyError as exc:
+            raise ConfigError(f"--objective: {exc.args[0]}") from None
+    elif args.pareto:
+        uids = [int(uid) for uid in run.pareto()["uid"]]
+    else:
+        uids = [args.individual]
+    name = "pareto" if args.pareto else f"uid{uids[0]}{SUFFIX[args.format]}"
+    out = Path(args.out) if args.out else run.path / "export" / name
+    for path in export_run(run.path, uids, args.format, out):
+        print(path)
+    return 0
+
+
 def cmd_genome(args: argparse.Namespace) -> int:
-    from evonas.build import build, count_flops, count_params
+    from evonas.builder import build, count_flops, count_params
     from evonas.config import space_settings
     from evonas.genome import load_genome
     from evonas.spaces import SequentialSpace
@@ -293,11 +327,15 @@ def main(argv: list[str] | None = None) -> int:
             "resume": cmd_resume,
             "status": cmd_status,
             "report": cmd_report,
+            "export": cmd_export,
             "genome": cmd_genome,
         }
         return commands[args.command](args)
     except USER_ERRORS as exc:
         print(f"evonas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # e.g. an unknown uid or metric: the message is the first argument
+        print(f"evonas: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nevonas: interrupted", file=sys.stderr)

@@ -125,7 +125,7 @@ def _run_user_evaluator(job: dict[str, Any]) -> dict[str, float]:
 def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     import torch
 
-    from evonas.build import build, count_flops, count_params
+    from evonas.builder import build, count_flops, count_params
     from evonas.tasks import load_task
     from evonas.train import accuracy, train
 

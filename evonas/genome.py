@@ -95,7 +95,7 @@ def parse_genome(data: Any, where: str = "genome") -> Genome:
     """Validate a plain dict (from JSON/YAML) and return a Genome; errors name the field."""
     if not isinstance(data, dict):
         raise GenomeError(f"{where}: expected a mapping with 'layers' and 'training'")
-    unknown = set(data) - {"layers", "training", "source"}
+    unknown = set(data) - {"layers", "training", "source", "input_shape", "num_classes"}
     if unknown:
         raise GenomeError(f"{where}: unknown key '{sorted(unknown)[0]}'")
     layers = data.get("layers")

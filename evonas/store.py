@@ -58,6 +58,10 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
 
 
+class UnsafeFileError(ValueError):
+    """A weights file that is not plain tensors and containers; refused, never unpickled."""
+
+
 LOCK = ".lock"
 
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evonas.build import build
+from evonas.builder import build
 from evonas.genome import parse_genome
 from evonas.operators import OPERATORS, crossover, mutation_names
 from evonas.spaces import SequentialSpace

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from evonas.build import build
+from evonas.builder import build
 from evonas.genome import parse_genome
 from evonas.tasks import load_task
 from evonas.train import TimeBudgetExceeded, TrainingDiverged, accuracy, train

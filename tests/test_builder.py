@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from evonas.build import build, count_flops, count_params
+from evonas.builder import build, count_flops, count_params
 from evonas.genome import parse_genome
 
 CONV = {

@@ -22,7 +22,7 @@ from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta,
 TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds")
 _FIXED = {
     "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
-    "cached_from", "weights", *TIMING_COLUMNS,
+    "cached_from", "weights", "origin", *TIMING_COLUMNS,
 }  # fmt: skip
 
 
@@ -77,7 +77,6 @@ class Run:
         error, every metric, timings, cached_from, weights, and the genome as JSON."""
         people = self._read()[1]
         people["parents"] = people["parents"].map(json.loads)
-        people["origin"] = np.where(people["operator"] == "sample", "sampled", "offspring")
         people["n_layers"] = people["genome"].map(lambda g: len(json.loads(g)["layers"]))
         return people
 

@@ -92,6 +92,21 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--population", type=_positive_int, metavar="N", help="search.population")
     search.add_argument("--epochs", type=_positive_int, metavar="N", help="training.epochs")
     search.add_argument("--seed", type=_positive_int, metavar="N", help="seed")
+    search.add_argument(
+        "--seed-genome", action="append", default=None, metavar="FILE",
+        help="put this genome (weights: FILE with .pt beside it) in generation 0 (repeatable)",
+    )  # fmt: skip
+    search.add_argument(
+        "--seed-run",
+        metavar="RUN_DIR",
+        help="put an earlier run's Pareto front (or --seed-top K) in generation 0",
+    )
+    search.add_argument(
+        "--seed-top",
+        type=_positive_int,
+        metavar="K",
+        help="with --seed-run: its K best on the first objective",
+    )
     _add_limits(search)
     resume = commands.add_parser(
         "resume",
@@ -196,6 +211,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             "search.population": args.population,
             "training.epochs": args.epochs,
             "seed": args.seed,
+            "search.seed_genomes": args.seed_genome,
+            "search.seed_run": args.seed_run,
+            "search.seed_top": args.seed_top,
             **_limit_changes(args),
         },
     )

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": 1,
         "timeout": 0.0,
         "save_weights": True,
+        "finetune_epochs": 1,
     },
     "search": {
         "strategy": "auto",
@@ -68,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
         "max_time": 0.0,
         "plot_every": 1,
         "operators": {},
+        "seed_genomes": [],
+        "seed_run": "",
+        "seed_top": 0,
+        "seed_fill": "sample",
     },
     "parallel": {"backend": "loky", "n_jobs": 1, "crash_retries": 1},
 }

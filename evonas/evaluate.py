@@ -135,12 +135,18 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     seed = int(job["seed"])
     torch.manual_seed(seed)
     model = build(job["genome"], data.input_shape, data.num_classes)
+    if job.get("init_weights"):
+        from evonas.export import load_state_dict
+
+        model.load_state_dict(load_state_dict(job["init_weights"]))
+        settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
     metrics: dict[str, float] = {
         "params": float(count_params(model)),
         "flops": float(count_flops(model, data.input_shape)),
     }
     lr = float(job["genome"]["training"]["lr"])
-    metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed))
+    if settings["epochs"] > 0:
+        metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed))
     metrics["val_accuracy"] = accuracy(
         model, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     )

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from evonas import seeds
 from evonas.config import (
     ConfigError,
     operator_weights,
@@ -110,6 +111,7 @@ class Search:
         self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
         self.by_uid: dict[int, Individual] = {}
         self.journal = store.journaled_rows()  # results to replay instead of evaluating
+        self.seeds = seeds.load(store.run_dir)
         self.journaled_generations = store.journaled_generations()
         self.stop_signal: int | None = None
         self.new_generations = 0  # generations journaled in this session
@@ -133,10 +135,7 @@ class Search:
         generations = self.config["search"]["generations"]
         if self.journal:
             self.log(f"replaying {len(self.journal)} journaled evaluations")
-        population = [
-            self.new_individual(self.space.sample(self.rng), 0)
-            for _ in range(self.strategy.initial_size())
-        ]
+        population = self.initial_population()
         if not self.evaluate(population, 0):
             return self.end(INTERRUPTED, self.signal_name())
         self.finish_generation(0, population, population)
@@ -167,10 +166,29 @@ class Search:
                 unique.append(ind)
         return unique if len(unique) >= self.population_size else candidates
 
+    def initial_population(self) -> list[Individual]:
+        """Seeds first (with their weights), then mutants of the seeds or fresh samples."""
+        population = []
+        for seed in self.seeds:
+            ind = self.new_individual(seed.genome, 0, operator="seed")
+            ind.origin = seed.origin
+            ind.init_weights = str(seed.weights.resolve()) if seed.weights else None
+            population.append(ind)
+        seeded = list(population)
+        while len(population) < max(self.strategy.initial_size(), len(seeded)):
+            if seeded and self.config["search"]["seed_fill"] == "mutate":
+                child = self.vary(lambda k: [self.rng.choice(seeded) for _ in range(k)], True)
+                parents = tuple(p.uid for p in child.parents)
+                population.append(self.new_individual(child.genome, 0, parents, child.operator))
+            else:
+                population.append(self.new_individual(self.space.sample(self.rng), 0))
+        return population
+
     def new_individual(
         self, genome, generation: int, parents: tuple[int, ...] = (), operator: str = "sample"
     ) -> Individual:
         individual = Individual(self.next_uid, genome, generation, parents, operator)
+        individual.origin = "sampled" if operator == "sample" else "offspring"
         self.next_uid += 1
         return individual
 
@@ -319,7 +337,8 @@ class Search:
     # --- evaluation bookkeeping ---------------------------------------------------------------
 
     def cache_key(self, ind: Individual) -> str:
-        return self.cache_key_of(ind.genome)
+        key = self.cache_key_of(ind.genome)
+        return f"{key}-{ind.origin}" if ind.init_weights else key  # the same weights source
 
     def cache_key_of(self, genome) -> str:
         """Identical work: the same architecture and training genes, the same training settings."""
@@ -336,6 +355,7 @@ class Search:
             "training": {k: v for k, v in training.items() if k != "evaluator"},
             "evaluator": None if evaluator == "builtin" else evaluator,
             "key": self.space.to_string(ind.genome) if hasattr(self.space, "to_string") else None,
+            "init_weights": ind.init_weights,
             "weights_path": str(self.weights_file(ind.uid).resolve())
             if self.keeps_weights
             else None,
@@ -394,6 +414,7 @@ class Search:
             "arch_key": ind.genome.arch_key(),
             "parents": json.dumps(list(ind.parents)),
             "operator": ind.operator,
+            "origin": ind.origin,
             "status": ind.status,
             "error": ind.error,
             "seed": evaluation_seed(self.config["seed"], ind.uid),
@@ -428,8 +449,8 @@ class Search:
 
 
 _ROW_COLUMNS = {
-    "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
-    "cached_from", "worker", "started_at", "finished_at", "eval_seconds",
+    "uid", "generation", "genome", "arch_key", "parents", "operator", "origin", "status", "error",
+    "seed", "cached_from", "weights", "worker", "started_at", "finished_at", "eval_seconds",
 }  # fmt: skip
 
 
@@ -467,8 +488,11 @@ def start_search(
     progress: Progress | None = None,
 ) -> Search:
     """A new run directory and the search that will fill it."""
-    make_space(config)  # a bad task or space is an error before anything is written
+    space, _ = make_space(config)  # a bad task or space is an error before anything is written
+    chosen = seeds.collect(config["search"])
+    seeds.check(chosen, space)
     store = Store.create(run_dir, config)
+    seeds.store(chosen, Path(run_dir))
     try:
         return Search(config, store, log, progress)
     except BaseException:

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS individuals (
     arch_key TEXT NOT NULL,
     parents TEXT NOT NULL,
     operator TEXT NOT NULL,
+    origin TEXT,
     status TEXT NOT NULL,
     error TEXT,
     seed INTEGER NOT NULL,

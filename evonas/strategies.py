@@ -31,6 +31,8 @@ class Individual:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     fitness: Any = None
+    origin: str = ""  # sampled | offspring | the source of a seed
+    init_weights: str | None = None  # a seed's weights, loaded before training
 
 
 def fitness_class(objectives: list[dict[str, str]]) -> type:

@@ -1,0 +1,94 @@
+"""Seeding generation 0 from genome files and earlier runs, with their weights (torch-free).
+
+At the start of a run every seed is copied into `RUN_DIR/seeds/` (`NNN.yaml` with its origin,
+`NNN.pt` when it has weights), so the run is self-contained and a resume replays exactly the same
+seeds whatever happened to the original files since.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evonas.genome import Genome, GenomeError, load_genome, parse_genome
+
+
+@dataclass(frozen=True)
+class Seed:
+    genome: Genome
+    origin: str  # "file:PATH" or "run:RUN_DIR#uidN"
+    weights: Path | None
+
+
+def collect(search: dict[str, Any]) -> list[Seed]:
+    """The seeds a config asks for: genome files (weights beside them, same stem `.pt`) and the
+    Pareto front (or top K on the first objective) of an earlier run."""
+    seeds = []
+    for path in search["seed_genomes"]:
+        path = Path(path)
+        weights = path.with_suffix(".pt")
+        seeds.append(Seed(load_genome(path), f"file:{path}", weights if weights.exists() else None))
+    if search["seed_run"]:
+        seeds += _from_run(Path(search["seed_run"]), search["seed_top"])
+    return seeds
+
+
+def _from_run(run_dir: Path, top: int) -> list[Seed]:
+    from evonas.analysis import Run
+
+    run = Run(run_dir)
+    if top:
+        first = run.objectives[0]
+        ok = run.individuals[run.individuals["status"] == "ok"]
+        chosen = ok.sort_values(first["name"], ascending=first["goal"] == "min").head(top)
+    else:
+        chosen = run.pareto()
+    seeds = []
+    for _, row in chosen.iterrows():
+        source = row
+        if row.get("cached_from") == row.get("cached_from") and row.get("cached_from") is not None:
+            source = run.individuals.set_index("uid", drop=False).loc[int(row["cached_from"])]
+        weights = source.get("weights")
+        path = run.path / weights if isinstance(weights, str) else None
+        seeds.append(Seed(run.genome(int(row["uid"])), f"run:{run_dir}#uid{row['uid']}", path))
+    return seeds
+
+
+def store(seeds: list[Seed], run_dir: Path) -> None:
+    folder = run_dir / "seeds"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, seed in enumerate(seeds):
+        data = {**seed.genome.to_dict(), "source": seed.origin}
+        (folder / f"{index:03d}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        if seed.weights is not None:
+            shutil.copyfile(seed.weights, folder / f"{index:03d}.pt")
+
+
+def load(run_dir: Path) -> list[Seed]:
+    folder = run_dir / "seeds"
+    seeds = []
+    for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
+        data = yaml.safe_load(path.read_text())
+        origin = data.pop("source", f"file:{path}")
+        weights = path.with_suffix(".pt")
+        genome = parse_genome(data, where=str(path))
+        seeds.append(Seed(genome, origin, weights if weights.exists() else None))
+    return seeds
+
+
+def check(seeds: list[Seed], space) -> None:
+    """A seed must be buildable for this task's input; values outside the space's choices are
+    allowed (its mutations stay in the space)."""
+    for seed in seeds:
+        try:
+            if hasattr(space, "shapes"):
+                space.shapes(seed.genome)
+        except ValueError as exc:
+            raise GenomeError(f"{seed.origin}: does not fit this task's input: {exc}") from None
+        structural = [p for p in space.problems(seed.genome) if "not in" not in p]
+        if structural and not hasattr(space, "shapes"):
+            raise GenomeError(f"{seed.origin}: not a genome of this space: {structural[0]}")

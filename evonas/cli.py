@@ -148,7 +148,63 @@ def parser() -> argparse.ArgumentParser:
         "--format", default="state_dict", choices=["state_dict", "torchscript", "onnx"]
     )
     export.add_argument("--out", metavar="PATH", help="file (a directory with --pareto)")
+    importer = commands.add_parser(
+        "import", help="turn a PyTorch model into a genome file (+ its weights beside it)"
+    )
+    importer.add_argument(
+        "source", metavar="SOURCE",
+        help="path/to/file.py:function or pkg.module:function that returns an nn.Module",
+    )  # fmt: skip
+    importer.add_argument("--out", required=True, metavar="FILE", help="genome .yaml to write")
+    importer.add_argument("--weights", metavar="FILE", help="a state_dict to load first")
+    importer.add_argument(
+        "--input-shape",
+        metavar="C,L|C,H,W|F",
+        help="input shape without the batch, when it cannot be inferred",
+    )
     return root
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from evonas.export import load_state_dict
+    from evonas.importer import ImportError_, import_model, write_import
+    from evonas.plugins import load_callable
+
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--input-shape: expected integers like 1,40, got {args.input_shape!r}"
+            ) from None
+    factory = load_callable(args.source, what="SOURCE")
+    try:
+        model = factory()
+    except Exception as exc:  # user code
+        raise PluginError(f"SOURCE: {args.source} failed: {type(exc).__name__}: {exc}") from None
+    if not hasattr(model, "state_dict"):
+        raise PluginError(
+            f"SOURCE: {args.source} returned {type(model).__name__}, not an nn.Module"
+        )
+    if args.weights:
+        try:
+            model.load_state_dict(load_state_dict(args.weights))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise UnsafeFileError(
+                f"--weights {args.weights}: does not fit the model ({first})"
+            ) from None
+    try:
+        genome, rebuilt, header = import_model(model, shape, source=args.source)
+    except ImportError_ as exc:
+        raise GenomeError(f"{args.source}: {exc}") from None
+    weights = write_import(genome, rebuilt, header, Path(args.out))
+    print(
+        f"{args.out}: {len(genome.genes)} layers, input {tuple(header['input_shape'])}, "
+        f"{header['num_classes']} classes; weights: {weights}"
+    )
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -346,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             "status": cmd_status,
             "report": cmd_report,
             "export": cmd_export,
+            "import": cmd_import,
             "genome": cmd_genome,
         }
         return commands[args.command](args)

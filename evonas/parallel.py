@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
-from joblib.externals.loky import get_reusable_executor
+from joblib.executor import get_memmapping_executor
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
 from evonas.evaluate import CRASHED, TIMEOUT, init_worker, run_job
@@ -32,9 +32,8 @@ HARD_TIMEOUT_GRACE = 10.0
 
 
 def _executor(n_jobs: int):
-    return get_reusable_executor(
-        max_workers=n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=init_worker
-    )
+    # joblib's own reusable loky executor, so that joblib.Parallel keeps working in this process
+    return get_memmapping_executor(n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=init_worker)
 
 
 def _failure(job: dict[str, Any], status: str, error: str) -> dict[str, Any]:

@@ -80,3 +80,10 @@ def test_stop_request_stops_dispatching_but_keeps_results_in_flight():
     results = list(evaluate_stream([job(u, "slow") for u in range(8)], 2, should_stop=should_stop))
     assert 1 <= len(results) <= 2
     assert all(r["status"] == "ok" for r in results)
+
+
+def test_joblib_parallel_still_works_after_a_search_in_the_same_process():
+    from joblib import Parallel, delayed
+
+    list(evaluate_stream([job(0, "slow"), job(1, "slow")], n_jobs=2))
+    assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]

@@ -1,0 +1,312 @@
+"""An existing PyTorch model -> genome (+ weights) that rebuilds to the same outputs.
+
+Supported: chains (nn.Sequential, or modules whose forward torch.fx traces to a chain) of
+Conv1d/Conv2d (same padding), BatchNorm, activations (ReLU, GELU, SiLU, Tanh, ELU), max/avg pooling
+of size 2, Dropout, Flatten, Linear, adaptive/global average pooling before the last Linear, and
+residual blocks shaped like torchvision's BasicBlock (stride 1, identity skip or a 1x1 convolution).
+Anything else is an error that lists each unsupported module with its path in the model.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import fx, nn
+
+from evonas.builder import build
+from evonas.genome import Gene, Genome
+
+ACTIVATIONS = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh", nn.ELU: "elu"}
+FUNCTIONAL_ACTIVATIONS = {torch.relu: "relu", nn.functional.relu: "relu", torch.tanh: "tanh",
+                          nn.functional.gelu: "gelu", nn.functional.silu: "silu"}  # fmt: skip
+CONVS = (nn.Conv1d, nn.Conv2d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
+GLOBAL_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+
+
+class ImportError_(ValueError):
+    """A model evonas cannot represent; the message lists what and where."""
+
+
+@dataclass
+class Step:
+    path: str
+    kind: str  # module | activation | flatten | unsupported
+    module: nn.Module | None = None
+    activation: str | None = None
+    note: str = ""  # why an unsupported step is unsupported
+
+
+def is_basic_block(module: nn.Module) -> bool:
+    names = {name for name, _ in module.named_children()}
+    return {"conv1", "bn1", "conv2", "bn2"} <= names
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return is_basic_block(module) or super().is_leaf_module(module, qualified_name)
+
+
+def chain(model: nn.Module) -> list[Step]:
+    """The model as a flat list of steps, in the order its forward applies them."""
+    if isinstance(model, nn.Sequential):
+        steps = []
+        for name, child in model.named_children():
+            for step in chain(child) if isinstance(child, nn.Sequential) else [_leaf(name, child)]:
+                if isinstance(child, nn.Sequential):
+                    step.path = f"{name}.{step.path}"
+                steps.append(step)
+        return steps
+    if is_basic_block(model) or not list(model.children()):
+        return [_leaf("", model)]
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # any tracing failure of user code
+        raise ImportError_(
+            f"cannot trace the model with torch.fx ({exc}); use nn.Sequential"
+        ) from None
+    modules = dict(model.named_modules())
+    steps = []
+    previous = None
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output", "get_attr") or _shape_query(node):
+            if node.op == "placeholder":
+                previous = node
+            continue
+        inputs = [a for a in node.all_input_nodes if not _shape_query(a)]
+        if inputs != [previous]:
+            steps.append(Step(node.name, "unsupported", note="not a chain (several inputs)"))
+        previous = node
+        if node.op == "call_module":
+            steps.append(_leaf(str(node.target), modules[str(node.target)]))
+        elif node.op in ("call_function", "call_method"):
+            name = node.target if isinstance(node.target, str) else node.target
+            if name in FUNCTIONAL_ACTIVATIONS or name in ("relu", "tanh"):
+                act = FUNCTIONAL_ACTIVATIONS.get(name, name)
+                steps.append(Step(node.name, "activation", activation=act))
+            elif name in (torch.flatten, "flatten", "view", "reshape"):
+                steps.append(Step(node.name, "flatten"))
+            else:
+                steps.append(Step(node.name, "unsupported", note=getattr(name, "__name__", name)))
+    return steps
+
+
+def _shape_query(node: fx.Node) -> bool:
+    """x.size(), x.shape and indexing into them: arguments of a reshape, not data."""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] == "shape"
+    if node.op == "call_function" and node.target is operator.getitem:
+        return isinstance(node.args[0], fx.Node) and _shape_query(node.args[0])
+    return False
+
+
+def _leaf(path: str, module: nn.Module) -> Step:
+    for cls, name in ACTIVATIONS.items():
+        if isinstance(module, cls):
+            return Step(path, "activation", module, name)
+    if isinstance(module, nn.Flatten):
+        return Step(path, "flatten", module)
+    return Step(path, "module", module)
+
+
+def to_genome(
+    model: nn.Module, input_shape: tuple[int, ...], num_classes: int | None = None
+) -> tuple[Genome, list[tuple[nn.Module, ...]]]:
+    """Genes for the model's steps, and for each gene the source modules whose weights it takes
+    (the last entry is the head's Linear)."""
+    steps = chain(model)
+    genes: list[Gene] = []
+    sources: list[tuple[nn.Module, ...]] = []
+    unsupported: list[str] = []
+    spatial = len(input_shape) >= 2
+    i = 0
+
+    def activation_at(j: int) -> str | None:
+        return steps[j].activation if j < len(steps) and steps[j].kind == "activation" else None
+
+    head: nn.Linear | None = None
+    while i < len(steps):
+        step, m = steps[i], steps[i].module
+        where = step.path or type(m).__name__
+        if step.kind == "unsupported":
+            unsupported.append(f"{step.path}: {step.note}")
+            i += 1
+        elif step.kind == "flatten" or isinstance(m, nn.Identity):
+            i += 1
+        elif isinstance(m, CONVS):
+            norm = steps[i + 1].module if i + 1 < len(steps) else None
+            has_norm = isinstance(norm, NORMS)
+            act = activation_at(i + 1 + has_norm)
+            kernel, stride, dilation = m.kernel_size[0], m.stride[0], m.dilation[0]
+            same = dilation * (kernel // 2)
+            problems = []
+            if len(set(m.kernel_size)) > 1 or len(set(m.stride)) > 1 or m.groups != 1:
+                problems.append("non-square kernel/stride or groups")
+            if m.padding != (same,) * len(m.padding):
+                problems.append(f"padding {m.padding} (evonas pads {same} for kernel {kernel})")
+            if has_norm == (m.bias is not None):
+                problems.append("a bias together with batch norm (or neither)")
+            if act is None:
+                problems.append("no activation after it")
+            if problems:
+                unsupported.append(f"{where} ({type(m).__name__}): {', '.join(problems)}")
+            params = {
+                "width": m.out_channels,
+                "kernel": kernel,
+                "stride": stride,
+                "dilation": dilation,
+                "activation": act or "relu",
+                "batch_norm": has_norm,
+            }
+            genes.append(Gene(len(genes) + 1, "conv", params))
+            sources.append((m, norm) if has_norm else (m,))
+            i += 1 + has_norm + (act is not None)
+        elif is_basic_block(m):
+            block_problems = _basic_block_problems(m)
+            if block_problems:
+                unsupported.append(f"{where} ({type(m).__name__}): {block_problems}")
+            params = {"width": m.conv1.out_channels, "kernel": m.conv1.kernel_size[0],
+                      "activation": "relu", "batch_norm": True}  # fmt: skip
+            genes.append(Gene(len(genes) + 1, "residual", params))
+            sources.append((m,))
+            i += 1
+        elif isinstance(m, POOLS):
+            size = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            stride = m.stride if isinstance(m.stride, int) else m.stride[0]
+            if size != 2 or stride != 2 or _padding(m) != 0:
+                unsupported.append(f"{where} ({type(m).__name__}): only size 2, stride 2 pooling")
+            kind = "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg"
+            genes.append(Gene(len(genes) + 1, "pool", {"kind": kind, "size": 2}))
+            sources.append(())
+            i += 1
+        elif isinstance(m, nn.Dropout):
+            genes.append(Gene(len(genes) + 1, "dropout", {"rate": float(m.p)}))
+            sources.append(())
+            i += 1
+        elif isinstance(m, GLOBAL_POOLS):
+            rest = [s for s in steps[i + 1 :] if s.kind != "flatten"]
+            if len(rest) != 1 or not isinstance(rest[0].module, nn.Linear):
+                unsupported.append(f"{where}: global pooling only right before the last Linear")
+            i += 1
+        elif isinstance(m, nn.Linear):
+            act = activation_at(i + 1)
+            last = all(s.kind in ("flatten", "activation") for s in steps[i + 1 :]) and act is None
+            if last:
+                head = m
+                i += 1
+                continue
+            if act is None:
+                unsupported.append(f"{where} (Linear): no activation after it")
+            genes.append(Gene(len(genes) + 1, "dense", {"units": m.out_features,
+                                                        "activation": act or "relu"}))  # fmt: skip
+            sources.append((m,))
+            spatial = False
+            i += 1 + (act is not None)
+        else:
+            unsupported.append(f"{where}: {type(m).__name__}")
+            i += 1
+    if head is None:
+        unsupported.append("the model must end in a Linear layer to the classes")
+    elif num_classes is not None and head.out_features != num_classes:
+        unsupported.append(f"last Linear has {head.out_features} outputs, not {num_classes}")
+    if unsupported:
+        raise ImportError_("unsupported: " + "; ".join(unsupported))
+    del spatial
+    sources.append((head,))
+    return Genome(genes=tuple(genes)), sources
+
+
+def _padding(module: nn.Module) -> int:
+    padding = module.padding
+    return padding if isinstance(padding, int) else padding[0]
+
+
+def _basic_block_problems(block: nn.Module) -> str:
+    problems = []
+    if block.conv1.stride[0] != 1:
+        problems.append("stride 2 (evonas residual blocks keep the resolution)")
+    downsample = getattr(block, "downsample", None)
+    if downsample is not None:
+        layers = list(downsample) if isinstance(downsample, nn.Sequential) else [downsample]
+        if len(layers) != 1 or not isinstance(layers[0], CONVS) or layers[0].kernel_size[0] != 1:
+            problems.append("a downsample other than one 1x1 convolution")
+    return ", ".join(problems)
+
+
+def copy_weights(target: nn.Module, genome: Genome, sources: list[tuple[nn.Module, ...]]) -> None:
+    """Load the source modules' tensors into the rebuilt model, layer by layer."""
+    body = target[0]
+    for gene, source in zip(genome.genes, sources):
+        layer = getattr(body, f"g{gene.id}")
+        if gene.op == "conv":
+            layer[0].load_state_dict(source[0].state_dict())
+            if gene.params["batch_norm"]:
+                layer[1].load_state_dict(source[1].state_dict())
+        elif gene.op == "residual":
+            block = source[0]
+            for mine, theirs in (("conv1", "conv1"), ("norm1", "bn1"), ("conv2", "conv2"),
+                                 ("norm2", "bn2")):  # fmt: skip
+                getattr(layer, mine).load_state_dict(getattr(block, theirs).state_dict())
+            downsample = getattr(block, "downsample", None)
+            if downsample is not None:
+                conv = downsample[0] if isinstance(downsample, nn.Sequential) else downsample
+                layer.skip.load_state_dict(conv.state_dict())
+        elif gene.op == "dense":
+            layer[1].load_state_dict(source[0].state_dict())
+    target[1].linear.load_state_dict(sources[-1][0].state_dict())
+
+
+def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            return (module.in_features,)
+        if isinstance(module, CONVS):
+            return None  # channels are known, the length or size is not
+    return None
+
+
+def import_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    source: str = "",
+    atol: float = 1e-5,
+) -> tuple[Genome, nn.Module, dict[str, Any]]:
+    """Genome, rebuilt model with the original's weights, and the file's header fields."""
+    model = model.eval()
+    shape = tuple(input_shape) if input_shape else infer_input_shape(model)
+    if shape is None:
+        raise ImportError_("cannot infer the input shape of a convolutional model; "
+                           "pass --input-shape, e.g. 1,40 or 3,32,32")  # fmt: skip
+    genome, sources = to_genome(model, shape)
+    classes = sources[-1][0].out_features
+    rebuilt = build(genome, shape, classes).eval()
+    copy_weights(rebuilt, genome, sources)
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = model(x), rebuilt(x)
+    if expected.shape != got.shape or not torch.allclose(expected, got, atol=atol, rtol=1e-4):
+        raise ImportError_(
+            "the rebuilt model does not compute the same outputs: evonas's head pools the feature "
+            "map globally before the last Linear, so a Linear on a flattened map larger than 1 "
+            "(or an unsupported connection) cannot be represented"
+        )
+    header = {"source": source, "input_shape": list(shape), "num_classes": classes}
+    return genome, rebuilt, header
+
+
+def write_import(genome: Genome, rebuilt: nn.Module, header: dict[str, Any], out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"source": header["source"], "input_shape": header["input_shape"],
+            "num_classes": header["num_classes"], **genome.to_dict()}  # fmt: skip
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    weights = out.with_suffix(".pt")
+    torch.save(rebuilt.state_dict(), weights)
+    return weights

@@ -1,0 +1,93 @@
+"""Models for the importer tests: chains evonas can represent, and ones it cannot."""
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Shaped like torchvision's BasicBlock."""
+
+    def __init__(self, inplanes, planes, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
+
+
+def resnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        BasicBlock(16, 16),
+        nn.MaxPool2d(2),
+        BasicBlock(16, 32, downsample=nn.Conv2d(16, 32, 1, bias=False)),
+        BasicBlock(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+
+
+def cnn1d():
+    return nn.Sequential(
+        nn.Conv1d(1, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(8, 16, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm1d(16),
+        nn.GELU(),
+        nn.Flatten(),
+        nn.Linear(16 * 10, 32),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(32, 10),
+    )
+
+
+def mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 3))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 5, padding=2)
+        self.pool = nn.AvgPool2d(2)
+        self.fc1 = nn.Linear(6 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv(x)))
+        x = x.view(x.size(0), -1)
+        return self.fc2(nn.functional.relu(self.fc1(x)))
+
+
+def net2d():
+    return Net()
+
+
+class ConvBase(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 25, 5, stride=2, padding=1)
+        self.lstm = nn.LSTM(25, 10)
+        self.linear = nn.Linear(125, 10)
+
+    def forward(self, x):
+        return self.linear(self.lstm(self.conv1(x).relu())[0].flatten(1))
+
+
+def unsupported():
+    return nn.Sequential(nn.Conv1d(1, 4, 4, padding=1), nn.ReLU(), nn.LSTM(4, 4), nn.Linear(4, 2))

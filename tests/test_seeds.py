@@ -85,3 +85,43 @@ def test_a_seeded_run_resumes_from_its_own_copy_of_the_seeds(tmp_path):
     assert resumed.individuals.drop(columns=TIMING).equals(
         reference.individuals.drop(columns=TIMING)
     )
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_seed_weights_file_is_never_executed(tmp_path):
+    import pickle
+
+    seed = tmp_path / "seed.yaml"
+    seed.write_text((ROOT / "genomes" / "mlp.yaml").read_text())
+    marker = tmp_path / "pwned"
+    (tmp_path / "seed.pt").write_bytes(pickle.dumps({"w": Payload(str(marker))}))
+    config = resolve(sets=[*TINY, f"search.seed_genomes=['{seed}']", "search.generations=0"])
+    people = run_search(config, tmp_path / "run", log=lambda line: None).individuals
+    assert people.iloc[0]["status"] == "failed"
+    assert "refusing to unpickle arbitrary objects" in people.iloc[0]["error"]
+    assert not marker.exists()
+
+
+def test_tampered_run_weights_are_refused(trained, tmp_path):
+    import pickle
+    import shutil
+
+    from evonas.analysis import load_run
+    from evonas.store import UnsafeFileError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained.path, copy)
+    uid = int(trained.best()["uid"])
+    marker = tmp_path / "pwned"
+    weights = copy / trained.individuals.set_index("uid").loc[uid, "weights"]
+    weights.write_bytes(pickle.dumps(Payload(str(marker))))
+    with pytest.raises(UnsafeFileError, match="refusing to unpickle"):
+        load_run(copy).model(uid)
+    assert not marker.exists()

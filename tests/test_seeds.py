@@ -4,17 +4,9 @@ from evonas.config import resolve
 from evonas.evolve import run_search
 from tests.conftest import FAULTS, ROOT, run_cli, tiny_config_yaml
 from tests.test_cli import individuals
+from tests.test_evolve import TINY as EVOLVE_TINY
 
-TINY = [
-    "task.name=synthetic",
-    "task.options={samples: 240, length: 12, classes: 3}",
-    "space.max_layers=4",
-    "space.widths=[4, 8]",
-    "space.units=[8, 16]",
-    "training.epochs=1",
-    "search.population=4",
-    "search.generations=1",
-]
+TINY = [*EVOLVE_TINY, "training.epochs=1", "search.generations=1"]
 
 
 def test_seed_genomes_start_generation_zero(tmp_path):

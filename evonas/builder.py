@@ -235,3 +235,30 @@ def build_nb201(
     layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                nn.Linear(c, num_classes)]  # fmt: skip
     return nn.Sequential(*layers)
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (its state_dict's tensors)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+@torch.no_grad()
+def latency_ms(
+    model: nn.Module, input_shape: tuple[int, ...], warmup: int = 3, repeats: int = 15
+) -> float:
+    """Median wall time of one forward pass of a single sample, in milliseconds, on this
+    process's device and threads (after `warmup` untimed passes)."""
+    import time
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, *input_shape)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1000)
+    model.train(was_training)
+    return sorted(times)[len(times) // 2]

@@ -125,7 +125,7 @@ def _run_user_evaluator(job: dict[str, Any]) -> dict[str, float]:
 def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     import torch
 
-    from evonas.builder import build, count_flops, count_params
+    from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
     from evonas.train import accuracy, train
 
@@ -153,6 +153,8 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     if data.x_test is not None:
         x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
         metrics["test_accuracy"] = accuracy(model, x_test, y_test)
+    metrics["size_bytes"] = float(size_bytes(model))
+    metrics["latency_ms"] = latency_ms(model, data.input_shape)
     if job.get("weights_path"):
         save_state_dict(model, job["weights_path"])
     return metrics

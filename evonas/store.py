@@ -51,9 +51,6 @@ CREATE TABLE IF NOT EXISTS generations (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# Columns that hold wall-clock facts; everything else is a deterministic function of config+seed.
-TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds", "train_seconds")
-
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""

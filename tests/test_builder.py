@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from evonas.builder import build, count_flops, count_params
+from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
 from evonas.genome import parse_genome
 
 CONV = {
@@ -89,3 +89,12 @@ def test_dilated_convolution_keeps_the_length():
     conv = model.body.g10[0]
     assert conv.dilation == (4,) and conv.padding == (8,)
     assert model.body.g10(torch.randn(2, 1, 40)).shape == (2, 8, 40)
+
+
+def test_size_and_latency():
+    model = build(genome(DENSE), (10,), 3)
+    assert size_bytes(model) == 4 * count_params(model)  # float32, no buffers
+    with_bn = build(genome(CONV), (1, 12), 3)
+    assert size_bytes(with_bn) > 4 * count_params(with_bn)  # running statistics count too
+    assert 0 < latency_ms(model, (10,)) < 1000
+    assert model.training

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli, tiny_config_yaml
 
-TIMING = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds"]
+TIMING = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
 
 
 def individuals(run_dir):

@@ -38,13 +38,16 @@ def test_builtin_job_reports_all_metrics():
     assert result["status"] == "ok" and result["error"] is None
     assert result["uid"] == 7
     metrics = result["metrics"]
-    assert {"val_accuracy", "test_accuracy", "params", "flops", "train_seconds"} <= set(metrics)
+    expected = {"val_accuracy", "test_accuracy", "params", "flops", "train_seconds", "size_bytes",
+                "latency_ms"}  # fmt: skip
+    assert expected <= set(metrics)
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["params"] > 0 and metrics["flops"] > 0
 
 
 def test_same_job_gives_same_metrics():
     a, b = run_job(job())["metrics"], run_job(job())["metrics"]
-    a.pop("train_seconds"), b.pop("train_seconds")
+    for timing in ("train_seconds", "latency_ms"):
+        a.pop(timing), b.pop(timing)
     assert a == b
 
 

@@ -59,6 +59,8 @@ def _from_run(run_dir: Path, top: int) -> list[Seed]:
 
 
 def store(seeds: list[Seed], run_dir: Path) -> None:
+    if not seeds:
+        return
     folder = run_dir / "seeds"
     folder.mkdir(parents=True, exist_ok=True)
     for index, seed in enumerate(seeds):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from evonas.genome import Genome, parse_genome
-from evonas.plots import pareto_mask
+from evonas.plots import pareto_front
 from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
 
 TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds")
@@ -98,7 +98,7 @@ class Run:
         people = self.individuals
         if generation is not None:
             people = people[people["generation"] <= generation]
-        return _front(people, self.objectives)
+        return pareto_front(people, self.objectives)
 
     def best(self, objective: str | None = None) -> pd.Series:
         """The best successful individual on `objective` (default: the first objective)."""
@@ -208,15 +208,6 @@ class Run:
         model = build(self.genome(int(row["uid"])), input_shape, classes)
         model.load_state_dict(load_state_dict(self.path / row["weights"]))
         return model.eval()
-
-
-def _front(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
-    names = [o["name"] for o in objectives]
-    ok = people[people["status"] == "ok"].dropna(subset=[n for n in names if n in people])
-    if ok.empty or not set(names) <= set(ok.columns):
-        return ok.iloc[0:0]
-    mask = pareto_mask(ok[names].to_numpy(float), [o["goal"] for o in objectives])
-    return ok[mask].sort_values(names[-1]).reset_index(drop=True)
 
 
 def operator_stats(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:

@@ -230,15 +230,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_genome(args: argparse.Namespace) -> int:
     from evonas.builder import build, count_flops, count_params
-    from evonas.config import space_settings
+    from evonas.evolve import make_space
     from evonas.genome import load_genome
-    from evonas.spaces import SequentialSpace
     from evonas.tasks import load_task
 
     genome = load_genome(args.file)
     config = resolve(preset=args.preset, config_file=args.config, sets=args.set)
+    space, _ = make_space(config)
     task = load_task(config["task"])
-    space = SequentialSpace(task.input_shape, task.num_classes, **space_settings(config))
+    if not hasattr(space, "shapes"):
+        raise ConfigError("evonas genome checks genomes of the sequential space (space.kind)")
     try:
         shapes = space.shapes(genome)
     except ValueError as exc:

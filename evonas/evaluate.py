@@ -112,8 +112,7 @@ def _run_user_evaluator(job: dict[str, Any]) -> dict[str, float]:
     from evonas.plugins import load_callable
 
     fn = load_callable(job["evaluator"], what="training.evaluator")
-    budget = {k: v for k, v in job["training"].items() if k != "evaluator"}
-    metrics = fn(dict(job["genome"]), int(job["seed"]), budget)
+    metrics = fn(dict(job["genome"]), int(job["seed"]), dict(job["training"]))
     if not isinstance(metrics, dict):
         raise TypeError(f"evaluator must return dict[str, float], got {type(metrics).__name__}")
     try:

@@ -43,7 +43,7 @@ from evonas.config import (
 from evonas.evaluate import OK, evaluation_seed
 from evonas.operators import OPERATORS
 from evonas.parallel import evaluate_stream
-from evonas.plots import pareto_data, write_generation_plots
+from evonas.plots import pareto_front, write_generation_plots
 from evonas.progress import Progress
 from evonas.spaces import Nb201Space, SequentialSpace
 from evonas.store import RunDirError, Store
@@ -328,8 +328,7 @@ class Search:
             self.log(f"stopped: {reason}")
         self.store.set_meta({"state": state, "reason": reason, "elapsed_seconds": self.elapsed()})
         individuals = self.store.individuals()
-        front = pareto_data(individuals, self.objectives).query("on_front")["uid"]
-        pareto = individuals[individuals["uid"].isin(front)].reset_index(drop=True)
+        pareto = pareto_front(individuals, self.objectives)
         return SearchResult(
             self.store.run_dir, state, reason, individuals, self.store.generations(), pareto
         )

@@ -77,6 +77,16 @@ def pareto_data(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> 
     return data.reset_index(drop=True)
 
 
+def pareto_front(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+    """Full journal rows of the successful individuals on the Pareto front, ordered by the last
+    objective."""
+    front = pareto_data(individuals, objectives).query("on_front")["uid"]
+    rows = individuals[individuals["uid"].isin(front)]
+    if rows.empty:  # no successful evaluation yet: the metric columns may not even exist
+        return rows.reset_index(drop=True)
+    return rows.sort_values([objectives[-1]["name"], "uid"]).reset_index(drop=True)
+
+
 def plot_pareto(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
     """Objective 1 against objective 2 (or against uid with one objective), coloured by
     generation, with the current front drawn."""

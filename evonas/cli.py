@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _sparsities(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.9, got {text!r}") from None
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"each sparsity must be in (0, 1), got {text!r}")
+    return values
+
+
 def _duration(text: str) -> float:
     """Seconds from '90', '90s', '30m', '2h' or '1d'."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -148,6 +158,33 @@ def parser() -> argparse.ArgumentParser:
         "--format", default="state_dict", choices=["state_dict", "torchscript", "onnx"]
     )
     export.add_argument("--out", metavar="PATH", help="file (a directory with --pareto)")
+    opt = commands.add_parser(
+        "optimize",
+        help="compress a trained model of a run: weight pruning, int8 quantization, distillation",
+        description="Measure pruned, quantized and distilled variants of one trained model on the "
+        "run's task; prints the table and writes RUN_DIR/optimized/uid<N>/ (models + table.csv).",
+    )
+    opt.add_argument("run_dir", metavar="RUN_DIR")
+    which = opt.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the best on --objective")
+    which.add_argument("--individual", type=_positive_int, metavar="UID")
+    opt.add_argument("--objective", metavar="NAME", help="with --best (default: the first)")
+    opt.add_argument(
+        "--sparsity", type=_sparsities, default="0.5,0.75,0.9", metavar="S[,S...]",
+        help="weight-pruning sparsities, each in (0, 1) (default 0.5,0.75,0.9)",
+    )  # fmt: skip
+    opt.add_argument(
+        "--finetune-epochs", type=_positive_int, default=2, metavar="N",
+        help="training epochs after weight pruning (default 2)",
+    )  # fmt: skip
+    opt.add_argument(
+        "--distill-epochs", type=_positive_int, default=0, metavar="N",
+        help="epochs of the distilled student (default: the run's epochs)",
+    )  # fmt: skip
+    opt.add_argument(
+        "--student", type=_positive_int, metavar="UID",
+        help="student architecture (default: the model at half width)",
+    )  # fmt: skip
     importer = commands.add_parser(
         "import", help="turn a PyTorch model into a genome file (+ its weights beside it)"
     )
@@ -225,6 +262,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run.path / "export" / name
     for path in export_run(run.path, uids, args.format, out):
         print(path)
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from evonas.analysis import Run
+    from evonas.optimize import optimize
+
+    run = Run(args.run_dir)
+    if args.best:
+        try:
+            uid = int(run.best(args.objective)["uid"])
+        except KeyError as exc:
+            raise ConfigError(f"--objective: {exc.args[0]}") from None
+    else:
+        uid = args.individual
+    for known in (uid, args.student):
+        if known is not None:
+            run.genome(known)  # an unknown uid is an error before any work
+    print(f"optimizing uid {uid} of {run.path}")
+    table = optimize(run.path, uid, args.sparsity, args.finetune_epochs, args.distill_epochs,
+                     args.student)  # fmt: skip
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nsaved: {run.path / 'optimized' / f'uid{uid}'}")
     return 0
 
 
@@ -403,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             "status": cmd_status,
             "report": cmd_report,
             "export": cmd_export,
+            "optimize": cmd_optimize,
             "import": cmd_import,
             "genome": cmd_genome,
         }

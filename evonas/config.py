@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "dropout_rates": [0.1, 0.25, 0.5],
         "lr_min": 0.0001,
         "lr_max": 0.03,
+        "prune_fraction": 0.25,
     },
     "training": {
         "evaluator": "builtin",
@@ -54,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
         "timeout": 0.0,
         "save_weights": True,
         "finetune_epochs": 1,
+        "inherit_weights": False,
+        "prune_importance": "l1",
+        "distill_from": "",
+        "distill_alpha": 0.5,
+        "distill_temperature": 4.0,
     },
     "search": {
         "strategy": "auto",
@@ -82,6 +88,8 @@ SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
 SPACES = ("sequential", "nb201")
 BACKENDS = ("loky", "inline")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRUNE_IMPORTANCE = ("l1", "bn")
+DISTILL_FROM = ("", "seed", "best")
 OPS = ("conv", "residual", "pool", "dense", "dropout")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
 # Keys whose value is a free-form mapping (passed to user code) or a list of records.
@@ -262,6 +270,10 @@ def validate(config: dict[str, Any]) -> None:
     _check_choices("space.activations", space["activations"], ACTIVATIONS, str)
     for key in ("widths", "kernels", "strides", "dilations", "units"):
         _check_choices(f"space.{key}", space[key], None, int)
+    _require(
+        0 < space["prune_fraction"] < 1,
+        f"space.prune_fraction: must be between 0 and 1, got {space['prune_fraction']}",
+    )
     _check_choices("space.dropout_rates", space["dropout_rates"], None, float)
     _require(
         all(0 <= r < 1 for r in space["dropout_rates"]),
@@ -286,6 +298,21 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("epochs", "batch_size", "threads"):
         _require(training[key] >= 1, f"training.{key}: must be >= 1, got {training[key]}")
     _require(training["weight_decay"] >= 0, "training.weight_decay: must be >= 0")
+    _require(
+        training["finetune_epochs"] >= 0, "training.finetune_epochs: must be >= 0 (0 = no training)"
+    )
+    _require(
+        training["prune_importance"] in PRUNE_IMPORTANCE,
+        f"training.prune_importance: expected one of {list(PRUNE_IMPORTANCE)}, "
+        f"got {training['prune_importance']!r}",
+    )
+    _require(
+        training["distill_from"] in DISTILL_FROM,
+        f"training.distill_from: expected '' (off), 'seed' or 'best', "
+        f"got {training['distill_from']!r}",
+    )
+    _require(0 <= training["distill_alpha"] <= 1, "training.distill_alpha: must be in [0, 1]")
+    _require(training["distill_temperature"] > 0, "training.distill_temperature: must be > 0")
     _require(training["timeout"] >= 0, "training.timeout: must be >= 0 seconds (0 = no limit)")
 
     search = config["search"]
@@ -378,6 +405,11 @@ def strategy_name(config: dict[str, Any]) -> str:
 
 
 def operator_weights(config: dict[str, Any]) -> dict[str, float]:
-    from evonas.operators import DEFAULT_WEIGHTS
+    from evonas.operators import DEFAULT_WEIGHTS, PRUNING_WEIGHTS
 
-    return config["search"]["operators"] or DEFAULT_WEIGHTS[config["space"]["kind"]]
+    if config["search"]["operators"]:
+        return config["search"]["operators"]
+    kind = config["space"]["kind"]
+    if config["training"]["inherit_weights"] and kind == "sequential":
+        return {**DEFAULT_WEIGHTS[kind], **PRUNING_WEIGHTS}
+    return DEFAULT_WEIGHTS[kind]

@@ -134,18 +134,25 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     seed = int(job["seed"])
     torch.manual_seed(seed)
     model = build(job["genome"], data.input_shape, data.num_classes)
+    metrics: dict[str, float] = {}
     if job.get("init_weights"):
         from evonas.export import load_state_dict
 
         model.load_state_dict(load_state_dict(job["init_weights"]))
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
-    metrics: dict[str, float] = {
-        "params": float(count_params(model)),
-        "flops": float(count_flops(model, data.input_shape)),
-    }
+    elif job.get("inherit"):
+        from evonas.inherit import inherit
+
+        share = inherit(model, job["genome"], data.input_shape, job["inherit"], seed)
+        metrics["inherited_share"] = share
+        settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
+    metrics["params"] = float(count_params(model))
+    metrics["flops"] = float(count_flops(model, data.input_shape))
+    metrics["epochs"] = float(settings["epochs"])
     lr = float(job["genome"]["training"]["lr"])
+    teacher_logits = _teacher_logits(job["teacher"], data) if job.get("teacher") else None
     if settings["epochs"] > 0:
-        metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed))
+        metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed, teacher_logits))
     metrics["val_accuracy"] = accuracy(
         model, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     )
@@ -157,6 +164,23 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     if job.get("weights_path"):
         save_state_dict(model, job["weights_path"])
     return metrics
+
+
+_TEACHER_LOGITS: dict[str, Any] = {}  # per worker: a teacher's outputs, computed once
+
+
+def _teacher_logits(teacher: dict[str, Any], data: Any) -> Any:
+    from evonas.builder import build
+    from evonas.export import load_state_dict
+    from evonas.train import logits_of
+
+    key = f"{teacher['weights']}@{id(data)}"  # load_task keeps one data object per task
+    if key not in _TEACHER_LOGITS:
+        model = build(teacher["genome"], data.input_shape, data.num_classes)
+        model.load_state_dict(load_state_dict(teacher["weights"]))
+        _TEACHER_LOGITS.clear()
+        _TEACHER_LOGITS[key] = logits_of(model, data.x_train)
+    return _TEACHER_LOGITS[key]
 
 
 def save_state_dict(model: Any, path: str) -> None:

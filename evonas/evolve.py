@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from evonas import seeds
+from evonas import inherit, seeds
 from evonas.config import (
     ConfigError,
     operator_weights,
@@ -106,6 +106,9 @@ class Search:
             training["save_weights"]
             and training["evaluator"] == "builtin"
             and config["task"]["name"] != "table"
+        )
+        self.inherits = (
+            self.keeps_weights and training["inherit_weights"] and self.space.kind == "sequential"
         )
         self.next_uid = 0
         self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
@@ -225,8 +228,11 @@ class Search:
         """Evaluate in parallel; journaled results are replayed and identical work (same cache
         key) is trained once. False when a stop request left some individuals unevaluated."""
         jobs, duplicates, first_of = [], [], {}
+        teacher = self.teacher()
         for ind in individuals:
             self.by_uid[ind.uid] = ind
+            ind.inherit = self.inheritance(ind)
+            ind.teacher = teacher
             key = self.cache_key(ind)
             if ind.uid in self.journal:
                 self.replay(ind, self.journal[ind.uid])
@@ -337,7 +343,52 @@ class Search:
 
     def cache_key(self, ind: Individual) -> str:
         key = self.cache_key_of(ind.genome)
+        if ind.inherit:  # the same parents' weights
+            parents = ",".join(str(p["uid"]) for p in ind.inherit["parents"])
+            key += f"-from-{parents}-{ind.inherit['select']}"
+        if ind.teacher:
+            key += f"-teacher-{ind.teacher['uid']}"
         return f"{key}-{ind.origin}" if ind.init_weights else key  # the same weights source
+
+    def teacher(self) -> dict[str, Any] | None:
+        """The distillation teacher of the next evaluations: the first seed with weights, or the
+        best individual so far on the first objective (none before the first generation)."""
+        source = self.config["training"]["distill_from"]
+        if not source or not self.keeps_weights:
+            return None
+        if source == "seed":
+            seed = next((s for s in self.seeds if s.weights), None)
+            return {"uid": "seed", "genome": seed.genome.to_dict(),
+                    "weights": str(seed.weights.resolve())} if seed else None  # fmt: skip
+        done = [ind for ind in self.by_uid.values() if ind.status == OK]
+        first = self.objectives[0]
+        scored = [ind for ind in done if first["name"] in ind.metrics]
+        if not scored:
+            return None
+        sign = 1 if first["goal"] == "max" else -1
+        best = max(scored, key=lambda ind: (sign * ind.metrics[first["name"]], -ind.uid))
+        weights = self.weights_file(self.cache.get(self.cache_key(best), best.uid))
+        return {"uid": best.uid, "genome": best.genome.to_dict(), "weights": str(weights.resolve())}
+
+    def inheritance(self, ind: Individual) -> dict[str, Any] | None:
+        """The child's inheritance plan: the parents it inherits from (their trained weights, or
+        a seed's own weights for a mutant made beside it) and which genes come from which.
+        Decided from journaled statuses only, so a resumed run plans exactly as the original."""
+        if not self.inherits or not ind.parents:
+            return None
+        sources = []
+        for uid in dict.fromkeys(ind.parents):
+            parent = self.by_uid[uid]
+            if parent.generation == ind.generation:  # evaluated beside its child: a seed
+                weights = Path(parent.init_weights) if parent.init_weights else None
+            elif parent.status == OK:
+                weights = self.weights_file(self.cache.get(self.cache_key(parent), uid))
+            else:
+                weights = None
+            if weights is not None:
+                sources.append((uid, parent.genome, str(weights.resolve())))
+        select = "random" if ind.operator == "cut" else self.config["training"]["prune_importance"]
+        return inherit.plan(ind.genome, sources, select) if sources else None
 
     def cache_key_of(self, genome) -> str:
         """Identical work: the same architecture and training genes, the same training settings."""
@@ -355,6 +406,8 @@ class Search:
             "evaluator": None if evaluator == "builtin" else evaluator,
             "key": self.space.to_string(ind.genome) if hasattr(self.space, "to_string") else None,
             "init_weights": ind.init_weights,
+            "inherit": ind.inherit,
+            "teacher": ind.teacher,
             "weights_path": str(self.weights_file(ind.uid).resolve())
             if self.keeps_weights
             else None,
@@ -418,6 +471,10 @@ class Search:
             "error": ind.error,
             "seed": evaluation_seed(self.config["seed"], ind.uid),
             "cached_from": cached_from,
+            "inherited_from": json.dumps([p["uid"] for p in ind.inherit["parents"]])
+            if ind.inherit
+            else None,
+            "distilled_from": str(ind.teacher["uid"]) if ind.teacher else None,
         }
 
     def population_stats(self, population: list[Individual]) -> dict[str, float]:
@@ -450,6 +507,7 @@ class Search:
 _ROW_COLUMNS = {
     "uid", "generation", "genome", "arch_key", "parents", "operator", "origin", "status", "error",
     "seed", "cached_from", "weights", "worker", "started_at", "finished_at", "eval_seconds",
+    "inherited_from", "distilled_from",
 }  # fmt: skip
 
 

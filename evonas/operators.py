@@ -41,6 +41,8 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
     "nb201": {"mutate_edge": 1.0, "crossover_edges": 0.5},
 }
+# Added to the sequential defaults when children inherit their parents' weights.
+PRUNING_WEIGHTS = {"prune": 1.0, "cut": 0.5}
 
 
 def register(
@@ -194,3 +196,7 @@ def crossover_edges(a: Genome, b: Genome, space, rng: random.Random) -> Genome:
 
 def mutation_names(space: str = "sequential") -> list[str]:
     return [name for name, op in OPERATORS.items() if op.arity == 1 and op.space == space]
+
+
+# pruning operators live in their own module and register themselves here
+from evonas import prune as _prune  # noqa: E402, F401

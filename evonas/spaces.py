@@ -40,6 +40,7 @@ class SequentialSpace:
     lr_min: float = 1e-4
     lr_max: float = 3e-2
     batch_norm: tuple[bool, ...] = field(default=(True, False))
+    prune_fraction: float = 0.25  # share of a layer's channels that `prune` and `cut` remove
 
     kind = "sequential"
 
@@ -109,13 +110,7 @@ class SequentialSpace:
 
     def shapes(self, genome: Genome) -> list[tuple[int, ...]]:
         """Output shape after each gene (channel-first, no batch); ValueError if infeasible."""
-        shape = tuple(self.input_shape)
-        flat = not self.spatial
-        shapes = []
-        for index, gene in enumerate(genome.genes):
-            shape, flat = _next_shape(gene, shape, flat, where=f"layer {index} ({gene.op})")
-            shapes.append(shape)
-        return shapes
+        return chain_shapes(genome, self.input_shape)
 
     def problems(self, genome: Genome) -> list[str]:
         """Everything that keeps `genome` out of this space; empty when it is valid."""
@@ -148,11 +143,15 @@ class SequentialSpace:
             "kind": self.pool_kinds,
             "batch_norm": self.batch_norm,
         }
-        return [
-            f"{key}={value!r} not in {list(choices[key])}"
-            for key, value in gene.params.items()
-            if key in choices and value not in choices[key]
-        ]
+        found = []
+        for key, value in gene.params.items():
+            if key in ("width", "units"):
+                # the list holds the sampling choices; pruning makes any size up to the largest
+                if not (isinstance(value, int) and 1 <= value <= max(choices[key])):
+                    found.append(f"{key}={value!r} not in 1..{max(choices[key])}")
+            elif key in choices and value not in choices[key]:
+                found.append(f"{key}={value!r} not in {list(choices[key])}")
+        return found
 
     def repair(self, genome: Genome) -> Genome:
         """Deterministically make a genome feasible for this input shape.
@@ -177,6 +176,35 @@ class SequentialSpace:
             seen.add(gene.id)
         lr = min(max(genome.training.get("lr", 1e-3), self.lr_min), self.lr_max)
         return Genome(genes=tuple(kept[: self.max_layers]), training={**genome.training, "lr": lr})
+
+
+def chain_shapes(genome: Genome, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Output shape after each gene of a sequential genome; ValueError if infeasible."""
+    shape, flat = tuple(input_shape), len(input_shape) < 2
+    shapes = []
+    for index, gene in enumerate(genome.genes):
+        shape, flat = _next_shape(gene, shape, flat, where=f"layer {index} ({gene.op})")
+        shapes.append(shape)
+    return shapes
+
+
+def param_count(genome: Genome, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Parameters of the network `evonas.build` makes from a sequential genome, without torch."""
+    total = 0
+    shape = tuple(input_shape)
+    for gene, out_shape in zip(genome.genes, chain_shapes(genome, input_shape)):
+        p, c_in = gene.params, shape[0]
+        if gene.op == "conv":
+            width, taps = p["width"], p["kernel"] ** (len(shape) - 1)
+            total += c_in * width * taps + (2 * width if p["batch_norm"] else width)
+        elif gene.op == "residual":
+            width, taps = p["width"], p["kernel"] ** (len(shape) - 1)
+            extra = 4 * width if p["batch_norm"] else 2 * width
+            total += (c_in + width) * width * taps + extra + (c_in * width if c_in != width else 0)
+        elif gene.op == "dense":
+            total += math.prod(shape) * p["units"] + p["units"]
+        shape = out_shape
+    return total + shape[0] * num_classes + num_classes
 
 
 def _conv_length(length: int, kernel: int, stride: int, dilation: int = 1) -> int:

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS individuals (
     error TEXT,
     seed INTEGER NOT NULL,
     cached_from INTEGER,
+    inherited_from TEXT,
+    distilled_from TEXT,
     weights TEXT,
     worker TEXT,
     started_at REAL,
@@ -61,6 +63,7 @@ class UnsafeFileError(ValueError):
 
 
 LOCK = ".lock"
+LATER_COLUMNS = ("inherited_from", "distilled_from")
 
 
 class Store:
@@ -97,6 +100,11 @@ class Store:
         store = cls(run_dir, _connect(run_dir / JOURNAL))
         store.lock()
         store.db.executescript(_SCHEMA)
+        columns = {row[1] for row in store.db.execute("PRAGMA table_info(individuals)")}
+        for name in LATER_COLUMNS:  # a journal written before these columns existed
+            if name not in columns:
+                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} TEXT")
+        store.db.commit()
         return store
 
     def lock(self) -> None:

@@ -33,6 +33,8 @@ class Individual:
     fitness: Any = None
     origin: str = ""  # sampled | offspring | the source of a seed
     init_weights: str | None = None  # a seed's weights, loaded before training
+    inherit: dict[str, Any] | None = None  # where its genes' weights come from (evonas.inherit)
+    teacher: dict[str, Any] | None = None  # the model it is distilled from
 
 
 def fitness_class(objectives: list[dict[str, str]]) -> type:

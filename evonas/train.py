@@ -31,6 +31,30 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
     raise ValueError(f"training.optimizer: unknown optimizer {name!r}")
 
 
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, hard_loss: torch.Tensor, settings: dict[str, Any]
+) -> torch.Tensor:
+    """Hinton et al. (2015): soft targets at temperature T, scaled by T^2, mixed with the hard
+    cross-entropy."""
+    alpha = float(settings.get("distill_alpha", 0.5))
+    t = float(settings.get("distill_temperature", 4.0))
+    soft = nn.functional.kl_div(
+        nn.functional.log_softmax(student / t, dim=1),
+        nn.functional.log_softmax(teacher / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * t * t * soft + (1 - alpha) * hard_loss
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+    """The model's outputs for every row of `x`, in eval mode."""
+    model.eval()
+    xt = torch.from_numpy(x)
+    return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     model.eval()
@@ -48,11 +72,15 @@ def train(
     settings: dict[str, Any],
     lr: float,
     seed: int,
+    teacher_logits: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train `model` in place with mini-batch gradient descent; returns loss and timing.
 
-    Shuffling and initialisation-independent randomness (dropout) come from `seed`. Raises
-    TrainingDiverged on a non-finite loss and TimeBudgetExceeded past `settings['timeout']` seconds.
+    Shuffling and initialisation-independent randomness (dropout) come from `seed`. With
+    `teacher_logits` (one row per training sample) the loss is knowledge distillation:
+    `distill_alpha` x T^2 x KL(teacher || student at temperature T) + (1 - alpha) x cross-entropy,
+    with T = `distill_temperature`. Raises TrainingDiverged on a non-finite loss and
+    TimeBudgetExceeded past `settings['timeout']` seconds.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -74,7 +102,10 @@ def train(
             if len(index) < 2 and len(xt) >= 2:
                 continue  # batch norm cannot train on a single sample
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[index]), yt[index])
+            logits = model(xt[index])
+            loss = loss_fn(logits, yt[index])
+            if teacher_logits is not None:
+                loss = distillation_loss(logits, teacher_logits[index], loss, settings)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(f"loss became {loss_value} in epoch {epoch + 1}")

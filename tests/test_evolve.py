@@ -1,5 +1,6 @@
 import json
 import shutil
+import signal
 import sqlite3
 import textwrap
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evonas.config import ConfigError, resolve
-from evonas.evolve import resume_search, run_search
+from evonas.config import ConfigError, operator_weights, resolve
+from evonas.evolve import resume_search, run_search, start_search
 from evonas.operators import OPERATORS
 from evonas.store import RunDirError
 from tests.conftest import NB201_TABLE, needs_nb201
@@ -306,3 +307,63 @@ def test_a_run_where_every_evaluation_fails_still_finishes(tmp_path):
     assert result.state == "finished"
     assert (result.individuals["status"] == "failed").all() and result.pareto.empty
     assert (tmp_path / "run" / "plots" / "pareto.png").exists()
+
+
+# --- weight inheritance and distillation ---------------------------------------------------------
+
+INHERIT = ["training.inherit_weights=true", "training.finetune_epochs=1", "search.generations=3"]
+
+
+def test_children_inherit_and_the_journal_says_from_whom(tmp_path):
+    result = search(tmp_path, *INHERIT)
+    people = result.individuals.set_index("uid")
+    children = people[people["generation"] > 0]
+    inherited = children[children["inherited_from"].notna()]
+    assert len(inherited) >= len(children) // 2
+    for _, row in inherited.iterrows():
+        assert set(json.loads(row["inherited_from"])) <= set(json.loads(row["parents"]))
+        if pd.isna(row["cached_from"]):
+            assert row["epochs"] == 1 and 0 < row["inherited_share"] <= 1
+    assert (people.loc[people["generation"] == 0, "epochs"] == 2).all()
+    assert (
+        people.loc[people["inherited_from"].isna() & people["cached_from"].isna(), "epochs"]
+        .eq(2)
+        .all()
+    )
+    assert {"prune", "cut"} <= set(operator_weights(resolve(sets=[*TINY, *INHERIT])))
+
+
+def test_an_interrupted_run_with_inheritance_resumes_exactly(tmp_path):
+    reference = search(tmp_path, *INHERIT, name="reference")
+    stopped = start_search(
+        resolve(sets=[*TINY, *INHERIT]), tmp_path / "stopped", log=lambda _: None
+    )
+    record, journaled = stopped.record_result, []
+
+    def record_then_stop(ind, result):
+        record(ind, result)
+        journaled.append(ind.uid)
+        if len(journaled) == 7:  # mid-generation 1: in-flight work finishes, the rest waits
+            stopped.request_stop(signal.SIGINT)
+
+    stopped.record_result = record_then_stop
+    try:
+        assert stopped.run().state == "interrupted"
+    finally:
+        stopped.store.close()
+    result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 2})
+    timing = [*TIMING, "train_seconds", "latency_ms"]  # measured, not computed
+    pd.testing.assert_frame_equal(
+        result.individuals.drop(columns=timing), reference.individuals.drop(columns=timing)
+    )
+    assert result.individuals["inherited_from"].notna().sum() > 3
+
+
+def test_distillation_from_the_best_so_far_is_journaled(tmp_path):
+    people = search(tmp_path, "training.distill_from=best").individuals
+    assert people.loc[people["generation"] == 0, "distilled_from"].isna().all()
+    for generation in (1, 2):
+        earlier = people[(people["generation"] < generation) & (people["status"] == "ok")]
+        best = earlier.sort_values(["val_accuracy", "uid"], ascending=[False, True]).iloc[0]
+        teachers = set(people.loc[people["generation"] == generation, "distilled_from"])
+        assert teachers == {str(best["uid"])}

@@ -5,7 +5,7 @@ import torch
 from evonas.builder import build
 from evonas.genome import parse_genome
 from evonas.tasks import load_task
-from evonas.train import TimeBudgetExceeded, TrainingDiverged, accuracy, train
+from evonas.train import TimeBudgetExceeded, TrainingDiverged, accuracy, logits_of, train
 
 SETTINGS = {
     "optimizer": "adam",
@@ -80,3 +80,19 @@ def test_nan_loss_is_an_error():
 def test_time_budget_is_enforced():
     with pytest.raises(TimeBudgetExceeded, match="budget of 1e-09 s"):
         trained(0, timeout=1e-9)
+
+
+def test_distillation_follows_the_teacher_not_the_labels():
+    teacher, _, d = trained(0)
+    teacher_logits = logits_of(teacher, d.x_train)
+    wrong = np.random.default_rng(0).permutation(d.y_train)  # labels that teach nothing
+    x_val, y_val = torch.from_numpy(d.x_val), torch.from_numpy(d.y_val)
+    results = {}
+    for alpha in (0.0, 1.0):
+        torch.manual_seed(1)
+        student = build(GENOME, d.input_shape, d.num_classes)
+        settings = {**SETTINGS, "distill_alpha": alpha, "distill_temperature": 2.0}
+        train(student, d.x_train, wrong, settings, 0.01, 1, teacher_logits=teacher_logits)
+        results[alpha] = accuracy(student, x_val, y_val)
+    assert results[1.0] > 0.75  # learned the task from the teacher's soft targets alone
+    assert results[0.0] < 0.6  # the same training on the shuffled labels alone does not

@@ -1,0 +1,73 @@
+import pandas as pd
+import pytest
+import torch
+
+from evonas.analysis import Run
+from evonas.optimize import nonzero_params, optimize
+from tests.conftest import ROOT, run_cli
+
+VARIANTS = ["original", "pruned-0.5", "pruned-0.9", "int8-dynamic", "distilled"]
+
+
+@pytest.fixture(scope="module")
+def optimized(trained):
+    uid = int(trained.best()["uid"])
+    table = optimize(trained.path, uid, sparsities=(0.5, 0.9), finetune_epochs=1,
+                     distill_epochs=2)  # fmt: skip
+    return uid, table
+
+
+def test_every_variant_is_measured_and_saved(trained, optimized):
+    uid, table = optimized
+    assert table["variant"].tolist() == VARIANTS
+    folder = trained.path / "optimized" / f"uid{uid}"
+    for variant in VARIANTS:
+        assert (folder / f"{variant}.pt").stat().st_size == int(
+            table.set_index("variant").loc[variant, "file_bytes"]
+        )
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "table.csv"), table, check_dtype=False)
+    assert table[["val_accuracy", "test_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["latency_ms"] > 0).all() and (table["flops"] > 0).all()
+
+
+def test_the_original_row_is_the_journaled_model(trained, optimized):
+    uid, table = optimized
+    original = table.set_index("variant").loc["original"]
+    row = trained.individuals.set_index("uid").loc[uid]
+    assert original["val_accuracy"] == pytest.approx(row["val_accuracy"])
+    assert original["params"] <= row["params"]
+
+
+def test_weight_pruning_reaches_its_sparsity(trained, optimized):
+    uid, table = optimized
+    rows = table.set_index("variant")
+    model = trained.model(uid)
+    prunable = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv1d | torch.nn.Linear)
+    )
+    assert rows.loc["original", "params"] - rows.loc["pruned-0.9", "params"] >= 0.85 * prunable
+    assert rows.loc["pruned-0.9", "gzip_bytes"] < rows.loc["original", "gzip_bytes"]
+    assert rows.loc["distilled", "params"] < rows.loc["original", "params"]
+
+
+def test_nonzero_params_counts_zeros_out():
+    layer = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        layer.weight[0] = 0
+    assert nonzero_params(layer) == 12 - 4 + 3
+
+
+def test_cli_optimize_prints_the_table_and_rejects_bad_input(trained, tmp_path):
+    uid = int(trained.best()["uid"])
+    run = run_cli("optimize", str(trained.path), "--individual", str(uid), "--sparsity", "0.5",
+                  "--finetune-epochs", "0", "--distill-epochs", "1", cwd=ROOT)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "pruned-0.5" in run.stdout and "distilled" in run.stdout
+    bad = run_cli("optimize", str(trained.path), "--individual", "9999", cwd=ROOT)
+    assert bad.returncode == 2 and "no individual with uid 9999" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = run_cli("optimize", str(trained.path), "--best", "--sparsity", "1.5", cwd=ROOT)
+    assert bad.returncode == 2 and "sparsity" in bad.stderr
+    assert isinstance(Run(trained.path).individuals, pd.DataFrame)  # the run is intact

@@ -1,14 +1,15 @@
 """Lamarckian inheritance against training every child from scratch, at equal total epochs.
 
-    .venv/bin/python benchmarks/inheritance.py [--seeds 3] [--budget 1000] [--population 10]
+    .venv/bin/python benchmarks/inheritance.py [--seeds 3] [--budget 640] [--population 8]
 
-MNIST-1D, the `mnist1d` preset's space, one objective (validation accuracy), tournament
-selection, 2 workers. Both variants train generation 0 from scratch for `--epochs` epochs; then
-`scratch` trains every child `--epochs` epochs and `inherit` fine-tunes every child for
-`--finetune` epochs from its parents' weights (with `prune` and `cut` among the operators).
-Generations are chosen so that both spend the same total number of training epochs.
+MNIST-1D, the `mnist1d` preset's space made smaller so that a run takes minutes (widths 8-32,
+at most 5 layers), one objective (validation accuracy), tournament selection, 2 workers. Both
+variants train generation 0 from scratch for `--epochs` epochs; then `scratch` trains every child
+`--epochs` epochs and `inherit` fine-tunes every child for `--finetune` epochs from its parents'
+weights (with `prune` and `cut` among the operators). Generations are chosen so that both spend
+the same total number of training epochs.
 
-Prints a Markdown table (best validation accuracy, its test accuracy, and the epochs each variant
+Prints a table (best validation accuracy, its test accuracy, and the epochs each variant
 needed to reach the scratch run's final best) and writes benchmarks/results/inheritance.{csv,png}.
 """
 
@@ -45,6 +46,9 @@ def search(variant: str, seed: int, args, out: Path) -> pd.DataFrame:
         "search.population": args.population,
         "search.generations": generations,
         "search.plot_every": 0,
+        "space.max_layers": 5,
+        "space.widths": [8, 16, 32],
+        "space.units": [32, 64, 128],
     }
     config = resolve(preset="mnist1d", overrides=overrides)
     started = time.monotonic()
@@ -66,9 +70,9 @@ def epochs_to_reach(curve: pd.DataFrame, target: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=1000, help="total training epochs per run")
-    parser.add_argument("--population", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=640, help="total training epochs per run")
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--finetune", type=int, default=2)
     args = parser.parse_args()
     curves, rows = [], []

@@ -137,6 +137,10 @@ def _output_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(layer(torch.zeros(1, *shape)).shape[1:])
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.zeros(0)).device
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -147,7 +151,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=_device(model)))
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -252,13 +256,16 @@ def latency_ms(
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_shape)
+    x = torch.zeros(1, *input_shape, device=_device(model))
+    cuda = x.is_cuda
     for _ in range(warmup):
         model(x)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         model(x)
+        if cuda:
+            torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000)
     model.train(was_training)
     return sorted(times)[len(times) // 2]

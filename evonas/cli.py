@@ -70,6 +70,12 @@ def _add_limits(command: argparse.ArgumentParser) -> None:
         help="stop before a generation would exceed N evaluations",
     )
     command.add_argument("--n-jobs", type=_positive_int, metavar="N", help="parallel.n_jobs")
+    command.add_argument(
+        "--backend", choices=["loky", "dask", "ray", "inline"], help="parallel.backend"
+    )
+    command.add_argument(
+        "--address", metavar="ADDR", help="parallel.address: a Dask scheduler or Ray cluster"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -360,6 +366,8 @@ def _limit_changes(args: argparse.Namespace) -> dict:
         "search.max_time": args.max_time,
         "search.max_evaluations": args.max_evaluations,
         "parallel.n_jobs": args.n_jobs,
+        "parallel.backend": args.backend,
+        "parallel.address": args.address,
     }
 
 

@@ -80,13 +80,20 @@ DEFAULTS: dict[str, Any] = {
         "seed_top": 0,
         "seed_fill": "sample",
     },
-    "parallel": {"backend": "loky", "n_jobs": 1, "crash_retries": 1},
+    "parallel": {
+        "backend": "loky",
+        "n_jobs": 1,
+        "crash_retries": 1,
+        "address": "",
+        "devices": "auto",
+        "evaluations_per_gpu": 1,
+    },
 }
 
 STRATEGIES = ("auto", "nsga2", "tournament", "regularized", "local", "random")
 SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
 SPACES = ("sequential", "nb201")
-BACKENDS = ("loky", "inline")
+BACKENDS = ("loky", "dask", "ray", "inline")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRUNE_IMPORTANCE = ("l1", "bn")
 DISTILL_FROM = ("", "seed", "best")
@@ -344,6 +351,17 @@ def validate(config: dict[str, Any]) -> None:
     )
     _require(parallel["n_jobs"] >= 1, "parallel.n_jobs: must be >= 1")
     _require(config["parallel"]["crash_retries"] >= 0, "parallel.crash_retries: must be >= 0")
+    _require(parallel["evaluations_per_gpu"] >= 1, "parallel.evaluations_per_gpu: must be >= 1")
+    devices = parallel["devices"]
+    _require(
+        devices in ("auto", "cpu")
+        or all(part.strip().isdigit() for part in str(devices).split(",")),
+        f"parallel.devices: expected 'auto', 'cpu' or GPU ids such as '0,1', got {devices!r}",
+    )
+    _require(
+        not parallel["address"] or parallel["backend"] in ("dask", "ray"),
+        "parallel.address: only for backend dask or ray",
+    )
     _require(search["max_time"] >= 0, "search.max_time: must be >= 0 seconds (0 = no limit)")
     _require(
         search["max_evaluations"] == 0 or search["max_evaluations"] >= search["population"],

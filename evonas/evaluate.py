@@ -36,6 +36,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"uid": job["uid"], "worker": os.getpid(), "started_at": started}
     timeout = float(job["training"].get("timeout") or 0)
     try:
+        if job.get("lease"):
+            from evonas.devices import lease
+
+            result["gpu"] = lease(**job["lease"])
         with _alarm(timeout):
             metrics = _evaluate(job)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
@@ -45,8 +49,20 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
         result.update(status=_status_of(exc), error=_one_line(exc), metrics={})
         result["traceback"] = traceback.format_exc(limit=8)
+    result["device"] = _device_name(job, result.get("gpu"))
     result["finished_at"] = time.time()
     return result
+
+
+def _device_name(job: dict[str, Any], gpu: int | None) -> str:
+    """Where the evaluation ran: `cuda:<physical id>` (or `cuda` on a cluster worker), or cpu."""
+    if job.get("device") != "gpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "cuda" if gpu is None else f"cuda:{gpu}"
 
 
 def _evaluate(job: dict[str, Any]) -> dict[str, float]:
@@ -134,6 +150,7 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     seed = int(job["seed"])
     torch.manual_seed(seed)
     model = build(job["genome"], data.input_shape, data.num_classes)
+    on_gpu = job.get("device") == "gpu" and torch.cuda.is_available()
     metrics: dict[str, float] = {}
     if job.get("init_weights"):
         from evonas.export import load_state_dict
@@ -146,6 +163,8 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
         share = inherit(model, job["genome"], data.input_shape, job["inherit"], seed)
         metrics["inherited_share"] = share
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
+    if on_gpu:
+        model = model.cuda()
     metrics["params"] = float(count_params(model))
     metrics["flops"] = float(count_flops(model, data.input_shape))
     metrics["epochs"] = float(settings["epochs"])

@@ -40,9 +40,10 @@ from evonas.config import (
     strategy_name,
     validate,
 )
+from evonas.devices import gpu_ids, lease_dir
 from evonas.evaluate import OK, evaluation_seed
 from evonas.operators import OPERATORS
-from evonas.parallel import evaluate_stream
+from evonas.parallel import close_pools, evaluate_stream
 from evonas.plots import pareto_front, write_generation_plots
 from evonas.progress import Progress
 from evonas.spaces import Nb201Space, SequentialSpace
@@ -52,7 +53,11 @@ from evonas.tasks import load_task
 
 MAX_VARIATION_ATTEMPTS = 20
 # Settings that may change when a run is resumed; anything else would break the replay.
-RESUMABLE = ("search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs")
+# The parallel settings change where evaluations run, never their results.
+RESUMABLE = (
+    "search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs",
+    "parallel.backend", "parallel.address", "parallel.devices", "parallel.evaluations_per_gpu",
+)  # fmt: skip
 
 FINISHED, STOPPED, INTERRUPTED = "finished", "stopped", "interrupted"
 
@@ -107,8 +112,16 @@ class Search:
             and training["evaluator"] == "builtin"
             and config["task"]["name"] != "table"
         )
+        parallel = config["parallel"]
+        self.gpus = gpu_ids(parallel["devices"])
         self.inherits = (
             self.keeps_weights and training["inherit_weights"] and self.space.kind == "sequential"
+        )
+        local = parallel["backend"] in ("loky", "inline")  # clusters place GPU work themselves
+        self.lease = (
+            {"gpus": self.gpus, "per_gpu": parallel["evaluations_per_gpu"], "folder": lease_dir()}
+            if self.gpus and local
+            else None
         )
         self.next_uid = 0
         self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
@@ -126,7 +139,7 @@ class Search:
             {
                 "config": config,
                 "versions": versions(),
-                "device": "cpu",
+                "device": f"gpus {self.gpus}" if self.gpus else "cpu",
                 "input_shape": input_shape,
                 "state": "running",
             }
@@ -252,6 +265,8 @@ class Search:
             crash_retries=parallel["crash_retries"],
             should_stop=lambda: self.stop_signal is not None,
             backend=parallel["backend"],
+            address=parallel["address"],
+            resources={"GPU": 1} if self.gpus else None,
         )
         for result in stream:
             self.record_result(self.by_uid[result["uid"]], result)
@@ -328,6 +343,7 @@ class Search:
 
     def end(self, state: str, reason: str) -> SearchResult:
         self.progress.close()
+        close_pools()  # a cluster this run started (local loky workers stay warm)
         if state == INTERRUPTED:
             self.log(f"interrupted ({reason}); every finished evaluation is in the journal")
         elif state == STOPPED:
@@ -408,6 +424,8 @@ class Search:
             "init_weights": ind.init_weights,
             "inherit": ind.inherit,
             "teacher": ind.teacher,
+            "device": "gpu" if self.gpus else "cpu",
+            "lease": self.lease,
             "weights_path": str(self.weights_file(ind.uid).resolve())
             if self.keeps_weights
             else None,
@@ -444,6 +462,8 @@ class Search:
             if ind.status == OK and weights.exists()
             else None,
             worker=str(result["worker"]) if result.get("worker") else None,
+            device=result.get("device"),
+            gpu=result.get("gpu"),
             started_at=result.get("started_at"),
             finished_at=result.get("finished_at"),
             eval_seconds=result["finished_at"] - result["started_at"],
@@ -507,7 +527,7 @@ class Search:
 _ROW_COLUMNS = {
     "uid", "generation", "genome", "arch_key", "parents", "operator", "origin", "status", "error",
     "seed", "cached_from", "weights", "worker", "started_at", "finished_at", "eval_seconds",
-    "inherited_from", "distilled_from",
+    "inherited_from", "distilled_from", "device", "gpu",
 }  # fmt: skip
 
 

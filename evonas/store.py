@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS individuals (
     cached_from INTEGER,
     inherited_from TEXT,
     distilled_from TEXT,
+    device TEXT,
+    gpu INTEGER,
     weights TEXT,
     worker TEXT,
     started_at REAL,
@@ -63,7 +65,8 @@ class UnsafeFileError(ValueError):
 
 
 LOCK = ".lock"
-LATER_COLUMNS = ("inherited_from", "distilled_from")
+LATER_COLUMNS = {"inherited_from": "TEXT", "distilled_from": "TEXT", "device": "TEXT",
+                 "gpu": "INTEGER"}  # fmt: skip
 
 
 class Store:
@@ -101,9 +104,9 @@ class Store:
         store.lock()
         store.db.executescript(_SCHEMA)
         columns = {row[1] for row in store.db.execute("PRAGMA table_info(individuals)")}
-        for name in LATER_COLUMNS:  # a journal written before these columns existed
+        for name, kind in LATER_COLUMNS.items():  # a journal from before these columns existed
             if name not in columns:
-                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} TEXT")
+                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} {kind}")
         store.db.commit()
         return store
 

@@ -51,13 +51,15 @@ def distillation_loss(
 def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
     """The model's outputs for every row of `x`, in eval mode."""
     model.eval()
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(next(model.parameters()).device)
     return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     model.eval()
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     correct = 0
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
@@ -84,7 +86,10 @@ def train(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    device = next(model.parameters()).device
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    if teacher_logits is not None:
+        teacher_logits = teacher_logits.to(device)
     optimizer = make_optimizer(model, settings["optimizer"], lr, settings["weight_decay"])
     loss_fn = nn.CrossEntropyLoss()
     batch_size, epochs = settings["batch_size"], settings["epochs"]
@@ -96,7 +101,7 @@ def train(
     loss_value = float("nan")
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(xt), generator=generator)
+        order = torch.randperm(len(xt), generator=generator).to(device)
         for begin in range(0, len(xt), batch_size):
             index = order[begin : begin + batch_size]
             if len(index) < 2 and len(xt) >= 2:

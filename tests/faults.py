@@ -52,3 +52,17 @@ def hang(genome, seed, budget):
 
 def fail(genome, seed, budget):
     raise RuntimeError("every evaluation fails")
+
+
+def visible_gpu(genome, seed, budget):
+    """Reports the CUDA_VISIBLE_DEVICES its worker set (-1 when unset), after a short pause."""
+    time.sleep(0.05)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {"val_accuracy": (seed % 97) / 97, "visible": float(visible) if visible else -1.0}
+
+
+def visible_gpu_or_exit(genome, seed, budget):
+    """visible_gpu, but the worker dies where `behaviour(seed)` is 'exit'."""
+    if behaviour(seed) == "exit":
+        os._exit(3)
+    return visible_gpu(genome, seed, budget)

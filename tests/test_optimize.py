@@ -1,3 +1,5 @@
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -10,17 +12,24 @@ VARIANTS = ["original", "pruned-0.5", "pruned-0.9", "int8-dynamic", "distilled"]
 
 
 @pytest.fixture(scope="module")
-def optimized(trained):
-    uid = int(trained.best()["uid"])
-    table = optimize(trained.path, uid, sparsities=(0.5, 0.9), finetune_epochs=1,
-                     distill_epochs=2)  # fmt: skip
+def run(trained, tmp_path_factory):
+    """A copy of the shared trained run (optimize writes into its run directory)."""
+    copy = tmp_path_factory.mktemp("optimize") / "run"
+    shutil.copytree(trained.path, copy)
+    return Run(copy)
+
+
+@pytest.fixture(scope="module")
+def optimized(run):
+    uid = int(run.best()["uid"])
+    table = optimize(run.path, uid, sparsities=(0.5, 0.9), finetune_epochs=1, distill_epochs=2)
     return uid, table
 
 
-def test_every_variant_is_measured_and_saved(trained, optimized):
+def test_every_variant_is_measured_and_saved(run, optimized):
     uid, table = optimized
     assert table["variant"].tolist() == VARIANTS
-    folder = trained.path / "optimized" / f"uid{uid}"
+    folder = run.path / "optimized" / f"uid{uid}"
     for variant in VARIANTS:
         assert (folder / f"{variant}.pt").stat().st_size == int(
             table.set_index("variant").loc[variant, "file_bytes"]
@@ -30,18 +39,18 @@ def test_every_variant_is_measured_and_saved(trained, optimized):
     assert (table["latency_ms"] > 0).all() and (table["flops"] > 0).all()
 
 
-def test_the_original_row_is_the_journaled_model(trained, optimized):
+def test_the_original_row_is_the_journaled_model(run, optimized):
     uid, table = optimized
     original = table.set_index("variant").loc["original"]
-    row = trained.individuals.set_index("uid").loc[uid]
+    row = run.individuals.set_index("uid").loc[uid]
     assert original["val_accuracy"] == pytest.approx(row["val_accuracy"])
     assert original["params"] <= row["params"]
 
 
-def test_weight_pruning_reaches_its_sparsity(trained, optimized):
+def test_weight_pruning_reaches_its_sparsity(run, optimized):
     uid, table = optimized
     rows = table.set_index("variant")
-    model = trained.model(uid)
+    model = run.model(uid)
     prunable = sum(
         m.weight.numel()
         for m in model.modules()
@@ -59,15 +68,16 @@ def test_nonzero_params_counts_zeros_out():
     assert nonzero_params(layer) == 12 - 4 + 3
 
 
-def test_cli_optimize_prints_the_table_and_rejects_bad_input(trained, tmp_path):
-    uid = int(trained.best()["uid"])
-    run = run_cli("optimize", str(trained.path), "--individual", str(uid), "--sparsity", "0.5",
-                  "--finetune-epochs", "0", "--distill-epochs", "1", cwd=ROOT)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "pruned-0.5" in run.stdout and "distilled" in run.stdout
-    bad = run_cli("optimize", str(trained.path), "--individual", "9999", cwd=ROOT)
+def test_cli_optimize_prints_the_table_and_rejects_bad_input(run):
+    uid = int(run.best()["uid"])
+    done = run_cli("optimize", str(run.path), "--individual", str(uid), "--sparsity", "0.5",
+                   "--finetune-epochs", "0", "--distill-epochs", "1", cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pruned-0.5" in done.stdout and "distilled" in done.stdout
+    before = run.individuals
+    bad = run_cli("optimize", str(run.path), "--individual", "9999", cwd=ROOT)
     assert bad.returncode == 2 and "no individual with uid 9999" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = run_cli("optimize", str(trained.path), "--best", "--sparsity", "1.5", cwd=ROOT)
+    bad = run_cli("optimize", str(run.path), "--best", "--sparsity", "1.5", cwd=ROOT)
     assert bad.returncode == 2 and "sparsity" in bad.stderr
-    assert isinstance(Run(trained.path).individuals, pd.DataFrame)  # the run is intact
+    pd.testing.assert_frame_equal(Run(run.path).individuals, before)  # the run is intact

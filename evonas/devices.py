@@ -1,0 +1,75 @@
+"""GPUs on one node: which exist (parent side) and one lease per worker (worker side).
+
+A lease is an exclusive `flock` on `LEASE_DIR/gpu<id>-<slot>.lock`: the OS releases it when the
+worker process dies, so a crashed or killed worker never strands a GPU, and separate evonas runs
+on the same node share the same slots. A worker keeps its lease for its lifetime (CUDA binds a
+process to the devices it saw when it started), and sets `CUDA_VISIBLE_DEVICES` to the leased id
+before CUDA initialises. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import IO
+
+_LEASE: tuple[tuple, int, IO] | None = None  # this worker's (settings, gpu id, open lock file)
+
+
+def gpu_ids(setting: str) -> list[int]:
+    """GPU ids from `parallel.devices`: 'cpu' -> none, '0,1' -> those, 'auto' -> the GPUs this
+    node has (CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`)."""
+    if setting == "cpu":
+        return []
+    if setting != "auto":
+        return [int(part) for part in str(setting).split(",") if part.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        parts = [p.strip() for p in visible.split(",") if p.strip() and p.strip() != "-1"]
+        return (
+            [int(p) for p in parts] if all(p.isdigit() for p in parts) else list(range(len(parts)))
+        )
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def lease_dir() -> str:
+    return os.environ.get("EVONAS_LEASE_DIR") or str(
+        Path(tempfile.gettempdir()) / f"evonas-gpu-leases-{os.getuid()}"
+    )
+
+
+def lease(gpus: list[int], per_gpu: int, folder: str) -> int | None:
+    """This worker's GPU: the one it already leased, else the first free slot (None when every
+    slot is taken: the evaluation runs on the CPU). A lease changes only between runs, and a new
+    CUDA_VISIBLE_DEVICES reaches CUDA only in a process that has not initialised it yet."""
+    global _LEASE
+    settings = (tuple(gpus), per_gpu, folder)
+    if _LEASE is not None:
+        if _LEASE[0] == settings:
+            return _LEASE[1]
+        _LEASE[2].close()  # a warm worker serving another run: give its slot back
+        _LEASE = None
+    os.makedirs(folder, exist_ok=True)
+    for slot in range(per_gpu):
+        for gpu in gpus:
+            handle = open(Path(folder) / f"gpu{gpu}-{slot}.lock", "a")  # noqa: SIM115 - held
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            _LEASE = (settings, gpu, handle)
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            return gpu
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no free slot: this worker sees no GPU
+    return None

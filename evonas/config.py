@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "seed_run": "",
         "seed_top": 0,
         "seed_fill": "sample",
+        "async_window": 0,
     },
     "parallel": {
         "backend": "loky",
@@ -341,6 +342,11 @@ def validate(config: dict[str, Any]) -> None:
         )
     _require(
         search["offspring"] >= 0, "search.offspring: must be >= 0 (0 = the strategy's default)"
+    )
+    _require(search["async_window"] >= 0, "search.async_window: must be >= 0 (0 = off)")
+    _require(
+        search["async_window"] == 0 or strategy_name(config) == "regularized",
+        "search.async_window: the steady-state mode is for search.strategy: regularized",
     )
     _require(search["plot_every"] >= 0, "search.plot_every: must be >= 0 (0 = no plots)")
     _validate_operators(search["operators"], space["kind"])

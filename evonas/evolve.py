@@ -23,6 +23,7 @@ import random
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -148,6 +149,8 @@ class Search:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> SearchResult:
+        if self.config["search"]["async_window"]:
+            return self.run_steady_state()
         generations = self.config["search"]["generations"]
         if self.journal:
             self.log(f"replaying {len(self.journal)} journaled evaluations")
@@ -170,6 +173,92 @@ class Search:
         if not self.new_generations:
             self.log(f"the run was already finished ({generations} generations); nothing to do")
         return self.end(FINISHED, f"all {generations} generations done")
+
+    def run_steady_state(self) -> SearchResult:
+        """Regularized evolution without a generation barrier: up to `async_window` children are
+        in flight; each result is journaled when it arrives, and children join the population in
+        uid order. Child i is bred from the population that holds every child up to
+        i - async_window, so the history depends on the window, never on the number of workers
+        or on the order in which results arrive, and a resume replays it exactly."""
+        search, parallel = self.config["search"], self.config["parallel"]
+        if self.journal:
+            self.log(f"replaying {len(self.journal)} journaled evaluations")
+        population = self.initial_population()
+        if not self.evaluate(population, 0):
+            return self.end(INTERRUPTED, self.signal_name())
+        self.finish_generation(0, population, population)
+        state = {"population": population, "limit": None}
+        stream = evaluate_stream(
+            self.steady_jobs(state, search["generations"] * self.strategy.offspring),
+            parallel["n_jobs"],
+            crash_retries=parallel["crash_retries"],
+            should_stop=lambda: self.stop_signal is not None,
+            backend=parallel["backend"],
+            address=parallel["address"],
+            resources={"GPU": 1} if self.gpus else None,
+        )
+        for result in stream:
+            self.record_result(self.by_uid[result["uid"]], result)
+        if self.stop_signal is not None:
+            return self.end(INTERRUPTED, self.signal_name())
+        if state["limit"]:
+            return self.end(STOPPED, state["limit"])
+        if not self.new_generations:
+            self.log("the run was already finished; nothing to do")
+        return self.end(FINISHED, f"all {search['generations']} generations done")
+
+    def steady_jobs(self, state: dict[str, Any], total: int):
+        """Jobs of the steady-state mode; None while the child that must join the population
+        before the next one is bred is still in flight."""
+        window = self.config["search"]["async_window"]
+        offspring = self.strategy.offspring
+        waiting: deque[tuple[Individual, Individual | None]] = deque()  # bred, not yet joined
+        first_bred: dict[str, Individual] = {}  # cache key -> first child bred with it
+        first_child = self.next_uid
+
+        def join_oldest():
+            """Let the oldest bred child join the population once its result is known."""
+            while (waiting[0][1] or waiting[0][0]).status == "pending":
+                yield None
+            child, original = waiting.popleft()
+            if original is not None:
+                self.record_cached(child, original)
+            state["population"] = self.strategy.survivors(state["population"], [child], None)
+            if (child.uid - first_child + 1) % offspring == 0:
+                joined = [c for c in self.by_uid.values() if c.generation == child.generation]
+                self.finish_generation(child.generation, state["population"], joined)
+
+        for made in range(total):
+            while len(waiting) >= window:  # child `made` sees every child up to made - window
+                yield from join_oldest()
+                if self.stop_signal is not None:
+                    return
+            generation = 1 + made // offspring
+            if made % offspring == 0 and generation not in self.journaled_generations:
+                state["limit"] = self.limit_reached()
+                if state["limit"]:
+                    break
+            joined = set(self.by_uid) - {c.uid for c, _ in waiting}
+            bred = self.strategy.breed_one(state["population"], self.vary)
+            child = self.new_individual(
+                bred.genome, generation, tuple(p.uid for p in bred.parents), bred.operator
+            )
+            self.by_uid[child.uid] = child
+            child.inherit = self.inheritance(child)
+            child.teacher = self.teacher(joined)
+            key = self.cache_key(child)
+            original = first_bred.get(key) or (
+                self.by_uid[self.cache[key]] if key in self.cache else None
+            )
+            first_bred.setdefault(key, child)
+            if child.uid in self.journal:
+                self.replay(child, self.journal[child.uid])
+                original = None
+            waiting.append((child, original))
+            if original is None and child.status == "pending":
+                yield self.job(child)
+        while waiting and self.stop_signal is None:
+            yield from join_oldest()
 
     def distinct(self, candidates: list[Individual]) -> list[Individual]:
         """Drop later copies of the same architecture, as long as enough remain to select from:
@@ -292,7 +381,7 @@ class Search:
         self.store.record_generation(generation, uids, len(evaluated), failed, stats, meta)
         self.new_generations += 1
         if self.keeps_weights:
-            self.store.drop_weights(self.worth_keeping(population))
+            self.store.drop_weights(self.worth_keeping(population, generation))
         plot_every = self.config["search"]["plot_every"]
         last = self.config["search"]["generations"]
         if plot_every and (generation % plot_every == 0 or generation == last):
@@ -309,11 +398,13 @@ class Search:
             f"{summary} [{self.elapsed():.0f} s]"
         )
 
-    def worth_keeping(self, population: list[Individual]) -> set[int]:
+    def worth_keeping(self, population: list[Individual], generation: int) -> set[int]:
         """Weights kept on disk: the current population, the Pareto front and the best per
-        objective over the whole run (and the originals that cached copies point to)."""
+        objective over the whole run, children of later generations already evaluated (the
+        steady state's), and the originals that cached copies point to."""
         evaluated = [ind for ind in self.by_uid.values() if ind.status == OK]
         keep = {ind.uid for ind in population}
+        keep |= {ind.uid for ind in self.by_uid.values() if ind.generation > generation}
         if evaluated:
             front = tools_front(evaluated)
             keep |= {ind.uid for ind in front}
@@ -366,9 +457,10 @@ class Search:
             key += f"-teacher-{ind.teacher['uid']}"
         return f"{key}-{ind.origin}" if ind.init_weights else key  # the same weights source
 
-    def teacher(self) -> dict[str, Any] | None:
+    def teacher(self, among: set[int] | None = None) -> dict[str, Any] | None:
         """The distillation teacher of the next evaluations: the first seed with weights, or the
-        best individual so far on the first objective (none before the first generation)."""
+        best individual so far on the first objective (none before the first generation);
+        `among` limits the candidates (the steady state's joined individuals)."""
         source = self.config["training"]["distill_from"]
         if not source or not self.keeps_weights:
             return None
@@ -376,7 +468,11 @@ class Search:
             seed = next((s for s in self.seeds if s.weights), None)
             return {"uid": "seed", "genome": seed.genome.to_dict(),
                     "weights": str(seed.weights.resolve())} if seed else None  # fmt: skip
-        done = [ind for ind in self.by_uid.values() if ind.status == OK]
+        done = [
+            ind
+            for ind in self.by_uid.values()
+            if ind.status == OK and (among is None or ind.uid in among)
+        ]
         first = self.objectives[0]
         scored = [ind for ind in done if first["name"] in ind.metrics]
         if not scored:

@@ -201,6 +201,9 @@ class RegularizedEvolution(Strategy):
         return 1
 
     def breed(self, population, vary, sample, seen) -> list[Child]:
+        return [self.breed_one(population, vary) for _ in range(self.offspring)]
+
+    def breed_one(self, population, vary) -> Child:
         def select(k: int) -> list[Individual]:
             size = min(self.tournament_size, len(population))
             return [
@@ -208,7 +211,7 @@ class RegularizedEvolution(Strategy):
                 for _ in range(k)
             ]
 
-        return [vary(select, mutation_only=True) for _ in range(self.offspring)]
+        return vary(select, mutation_only=True)
 
     def survivors(self, population, children, distinct):
         aged = population + children  # oldest first

@@ -367,3 +367,56 @@ def test_distillation_from_the_best_so_far_is_journaled(tmp_path):
         best = earlier.sort_values(["val_accuracy", "uid"], ascending=[False, True]).iloc[0]
         teachers = set(people.loc[people["generation"] == generation, "distilled_from"])
         assert teachers == {str(best["uid"])}
+
+
+# --- steady-state (asynchronous) regularized evolution ---------------------------------------
+
+STEADY = [f"training.evaluator={FAULTS}:slow", "search.strategy=regularized",
+          "search.objectives=[{name: val_accuracy, goal: max}]", "search.population=5",
+          "search.generations=16", "search.plot_every=0", "search.async_window=3"]  # fmt: skip
+
+
+def test_steady_state_history_does_not_depend_on_workers_or_arrival_order(tmp_path):
+    one = search(tmp_path, *STEADY, "parallel.n_jobs=1", name="one")
+    three = search(tmp_path, *STEADY, "parallel.n_jobs=3", name="three")
+    pd.testing.assert_frame_equal(
+        one.individuals.drop(columns=TIMING), three.individuals.drop(columns=TIMING)
+    )
+    pd.testing.assert_frame_equal(
+        one.generations.drop(columns=["finished_at"]),
+        three.generations.drop(columns=["finished_at"]),
+    )
+    assert len(three.individuals) == 5 + 16 and len(three.generations) == 17
+    starts = three.individuals.sort_values("started_at")
+    overlapping = (starts["started_at"].shift(-1) < starts["finished_at"]).sum()
+    assert overlapping > 5  # children ran side by side, not one generation at a time
+    serial = search(tmp_path, *STEADY[:-1], "search.async_window=1", name="serial")
+    assert not serial.individuals["genome"].equals(three.individuals["genome"])
+
+
+def test_steady_state_resumes_exactly_after_a_stop(tmp_path):
+    reference = search(tmp_path, *STEADY, "parallel.n_jobs=2", name="reference")
+    stopped = start_search(resolve(sets=[*TINY, *STEADY, "parallel.n_jobs=2"]),
+                           tmp_path / "stopped", log=lambda _: None)  # fmt: skip
+    record, journaled = stopped.record_result, []
+
+    def record_then_stop(ind, result):
+        record(ind, result)
+        journaled.append(ind.uid)
+        if len(journaled) == 11:
+            stopped.request_stop(signal.SIGINT)
+
+    stopped.record_result = record_then_stop
+    try:
+        assert stopped.run().state == "interrupted"
+    finally:
+        stopped.store.close()
+    result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 3})
+    pd.testing.assert_frame_equal(
+        result.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
+    )
+
+
+def test_async_window_is_only_for_regularized_evolution():
+    with pytest.raises(ConfigError, match="search.async_window"):
+        resolve(sets=[*TINY, "search.async_window=2"])

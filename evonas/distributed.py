@@ -35,11 +35,32 @@ def close_pools() -> None:
         _POOLS.popitem()[1].shutdown()
 
 
-class DaskPool:
-    """Tasks on a Dask cluster: the scheduler at `address`, or a local cluster of `n_jobs`
-    single-threaded worker processes on loopback."""
+def forget(pool: Any) -> None:
+    for key, known in list(_POOLS.items()):
+        if known is pool:
+            del _POOLS[key]
+
+
+class ClusterPool:
+    """What the cluster pools share: the cluster replaces dead workers itself, so nothing is
+    restarted, and the pool lives until the run ends (`shutdown`)."""
 
     kills_all_on_death = False
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class DaskPool(ClusterPool):
+    """Tasks on a Dask cluster: the scheduler at `address`, or a local cluster of `n_jobs`
+    single-threaded worker processes on loopback."""
 
     def __init__(self, n_jobs: int, crash_retries: int, address: str, resources: dict) -> None:
         try:
@@ -95,26 +116,15 @@ class DaskPool:
     def cancel(self, future) -> None:
         future.cancel()
 
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        if kill:
-            self.shutdown()
-
     def shutdown(self) -> None:
-        for key, pool in list(_POOLS.items()):
-            if pool is self:
-                del _POOLS[key]
+        forget(self)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 
 
-class RayPool:
+class RayPool(ClusterPool):
     """Tasks on Ray: the cluster at `address`, or a local Ray started with `n_jobs` CPUs."""
-
-    kills_all_on_death = False
 
     def __init__(self, n_jobs: int, crash_retries: int, address: str, resources: dict) -> None:
         try:
@@ -149,15 +159,6 @@ class RayPool:
     def cancel(self, ref) -> None:
         self.ray.cancel(ref, force=True)
 
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        if kill:
-            self.shutdown()
-
     def shutdown(self) -> None:
-        for key, pool in list(_POOLS.items()):
-            if pool is self:
-                del _POOLS[key]
+        forget(self)
         self.ray.shutdown()

@@ -152,12 +152,9 @@ class Search:
         if self.config["search"]["async_window"]:
             return self.run_steady_state()
         generations = self.config["search"]["generations"]
-        if self.journal:
-            self.log(f"replaying {len(self.journal)} journaled evaluations")
-        population = self.initial_population()
-        if not self.evaluate(population, 0):
+        population = self.generation_zero()
+        if population is None:
             return self.end(INTERRUPTED, self.signal_name())
-        self.finish_generation(0, population, population)
         for generation in range(1, generations + 1):
             if self.stop_signal is not None:
                 return self.end(INTERRUPTED, self.signal_name())
@@ -174,30 +171,29 @@ class Search:
             self.log(f"the run was already finished ({generations} generations); nothing to do")
         return self.end(FINISHED, f"all {generations} generations done")
 
+    def generation_zero(self) -> list[Individual] | None:
+        """The initial population, evaluated and journaled (None when a stop cut it short)."""
+        if self.journal:
+            self.log(f"replaying {len(self.journal)} journaled evaluations")
+        population = self.initial_population()
+        if not self.evaluate(population, 0):
+            return None
+        self.finish_generation(0, population, population)
+        return population
+
     def run_steady_state(self) -> SearchResult:
         """Regularized evolution without a generation barrier: up to `async_window` children are
         in flight; each result is journaled when it arrives, and children join the population in
         uid order. Child i is bred from the population that holds every child up to
         i - async_window, so the history depends on the window, never on the number of workers
         or on the order in which results arrive, and a resume replays it exactly."""
-        search, parallel = self.config["search"], self.config["parallel"]
-        if self.journal:
-            self.log(f"replaying {len(self.journal)} journaled evaluations")
-        population = self.initial_population()
-        if not self.evaluate(population, 0):
+        search = self.config["search"]
+        population = self.generation_zero()
+        if population is None:
             return self.end(INTERRUPTED, self.signal_name())
-        self.finish_generation(0, population, population)
         state = {"population": population, "limit": None}
-        stream = evaluate_stream(
-            self.steady_jobs(state, search["generations"] * self.strategy.offspring),
-            parallel["n_jobs"],
-            crash_retries=parallel["crash_retries"],
-            should_stop=lambda: self.stop_signal is not None,
-            backend=parallel["backend"],
-            address=parallel["address"],
-            resources={"GPU": 1} if self.gpus else None,
-        )
-        for result in stream:
+        total = search["generations"] * self.strategy.offspring
+        for result in self.results_of(self.steady_jobs(state, total)):
             self.record_result(self.by_uid[result["uid"]], result)
         if self.stop_signal is not None:
             return self.end(INTERRUPTED, self.signal_name())
@@ -347,8 +343,17 @@ class Search:
                 jobs.append(self.job(ind))
         done = len(individuals) - len(jobs) - len(duplicates)
         self.progress.start_generation(generation, len(individuals), done)
+        for result in self.results_of(jobs):
+            self.record_result(self.by_uid[result["uid"]], result)
+        for ind, original in duplicates:
+            if original.status != "pending":
+                self.record_cached(ind, original)
+        return all(ind.status != "pending" for ind in individuals)
+
+    def results_of(self, jobs):
+        """Evaluate `jobs` where the config says; results stream back as they finish."""
         parallel = self.config["parallel"]
-        stream = evaluate_stream(
+        return evaluate_stream(
             jobs,
             parallel["n_jobs"],
             crash_retries=parallel["crash_retries"],
@@ -357,12 +362,6 @@ class Search:
             address=parallel["address"],
             resources={"GPU": 1} if self.gpus else None,
         )
-        for result in stream:
-            self.record_result(self.by_uid[result["uid"]], result)
-        for ind, original in duplicates:
-            if original.status != "pending":
-                self.record_cached(ind, original)
-        return all(ind.status != "pending" for ind in individuals)
 
     def finish_generation(
         self, generation: int, population: list[Individual], evaluated: list[Individual]

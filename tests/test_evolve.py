@@ -311,6 +311,26 @@ def test_a_run_where_every_evaluation_fails_still_finishes(tmp_path):
 
 # --- weight inheritance and distillation ---------------------------------------------------------
 
+
+def run_until_stopped(config, run_dir, after):
+    """A search stopped (as by Ctrl-C) once `after` results are journaled: what is in flight
+    finishes, nothing more starts."""
+    stopped = start_search(config, run_dir, log=lambda _: None)
+    record, journaled = stopped.record_result, []
+
+    def record_then_stop(ind, result):
+        record(ind, result)
+        journaled.append(ind.uid)
+        if len(journaled) == after:
+            stopped.request_stop(signal.SIGINT)
+
+    stopped.record_result = record_then_stop
+    try:
+        assert stopped.run().state == "interrupted"
+    finally:
+        stopped.store.close()
+
+
 INHERIT = ["training.inherit_weights=true", "training.finetune_epochs=1", "search.generations=3"]
 
 
@@ -335,22 +355,7 @@ def test_children_inherit_and_the_journal_says_from_whom(tmp_path):
 
 def test_an_interrupted_run_with_inheritance_resumes_exactly(tmp_path):
     reference = search(tmp_path, *INHERIT, name="reference")
-    stopped = start_search(
-        resolve(sets=[*TINY, *INHERIT]), tmp_path / "stopped", log=lambda _: None
-    )
-    record, journaled = stopped.record_result, []
-
-    def record_then_stop(ind, result):
-        record(ind, result)
-        journaled.append(ind.uid)
-        if len(journaled) == 7:  # mid-generation 1: in-flight work finishes, the rest waits
-            stopped.request_stop(signal.SIGINT)
-
-    stopped.record_result = record_then_stop
-    try:
-        assert stopped.run().state == "interrupted"
-    finally:
-        stopped.store.close()
+    run_until_stopped(resolve(sets=[*TINY, *INHERIT]), tmp_path / "stopped", after=7)
     result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 2})
     timing = [*TIMING, "train_seconds", "latency_ms"]  # measured, not computed
     pd.testing.assert_frame_equal(
@@ -396,21 +401,8 @@ def test_steady_state_history_does_not_depend_on_workers_or_arrival_order(tmp_pa
 
 def test_steady_state_resumes_exactly_after_a_stop(tmp_path):
     reference = search(tmp_path, *STEADY, "parallel.n_jobs=2", name="reference")
-    stopped = start_search(resolve(sets=[*TINY, *STEADY, "parallel.n_jobs=2"]),
-                           tmp_path / "stopped", log=lambda _: None)  # fmt: skip
-    record, journaled = stopped.record_result, []
-
-    def record_then_stop(ind, result):
-        record(ind, result)
-        journaled.append(ind.uid)
-        if len(journaled) == 11:
-            stopped.request_stop(signal.SIGINT)
-
-    stopped.record_result = record_then_stop
-    try:
-        assert stopped.run().state == "interrupted"
-    finally:
-        stopped.store.close()
+    config = resolve(sets=[*TINY, *STEADY, "parallel.n_jobs=2"])
+    run_until_stopped(config, tmp_path / "stopped", after=11)
     result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 3})
     pd.testing.assert_frame_equal(
         result.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)

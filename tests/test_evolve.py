@@ -412,3 +412,12 @@ def test_steady_state_resumes_exactly_after_a_stop(tmp_path):
 def test_async_window_is_only_for_regularized_evolution():
     with pytest.raises(ConfigError, match="search.async_window"):
         resolve(sets=[*TINY, "search.async_window=2"])
+
+
+def test_size_and_latency_can_be_objectives(tmp_path):
+    objectives = "search.objectives=[{name: val_accuracy, goal: max}, {name: latency_ms, goal: min}, {name: size_bytes, goal: min}]"  # noqa: E501
+    result = search(tmp_path, objectives, "search.generations=1")
+    people = result.individuals
+    assert (people["latency_ms"] > 0).all() and (people["size_bytes"] > 0).all()
+    assert set(result.generations.columns) >= {"best_latency_ms", "best_size_bytes"}
+    assert not result.pareto.empty

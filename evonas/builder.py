@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from evonas.genome import Genome, parse_genome
+from evonas.train import device_of
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -137,10 +138,6 @@ def _output_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(layer(torch.zeros(1, *shape)).shape[1:])
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.zeros(0)).device
-
-
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -151,7 +148,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape, device=_device(model)))
+        model(torch.zeros(1, *input_shape, device=device_of(model)))
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -256,7 +253,7 @@ def latency_ms(
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_shape, device=_device(model))
+    x = torch.zeros(1, *input_shape, device=device_of(model))
     cuda = x.is_cuda
     for _ in range(warmup):
         model(x)

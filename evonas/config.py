@@ -360,9 +360,8 @@ def validate(config: dict[str, Any]) -> None:
     _require(parallel["evaluations_per_gpu"] >= 1, "parallel.evaluations_per_gpu: must be >= 1")
     devices = parallel["devices"]
     _require(
-        devices in ("auto", "cpu")
-        or all(part.strip().isdigit() for part in str(devices).split(",")),
-        f"parallel.devices: expected 'auto', 'cpu' or GPU ids such as '0,1', got {devices!r}",
+        devices in ("auto", "cpu") or all(part.strip() for part in str(devices).split(",")),
+        f"parallel.devices: expected 'auto', 'cpu' or GPUs such as '0,1', got {devices!r}",
     )
     _require(
         not parallel["address"] or parallel["backend"] in ("dask", "ray"),

@@ -17,29 +17,28 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-_LEASE: tuple[tuple, int, IO] | None = None  # this worker's (settings, gpu id, open lock file)
+_LEASE: tuple[tuple, str | None, IO | None] | None = None  # (settings, GPU, its lock file)
 
 
-def gpu_ids(setting: str) -> list[int]:
-    """GPU ids from `parallel.devices`: 'cpu' -> none, '0,1' -> those, 'auto' -> the GPUs this
-    node has (CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`)."""
+def gpu_ids(setting: str) -> list[str]:
+    """GPUs from `parallel.devices`, as CUDA_VISIBLE_DEVICES entries: 'cpu' -> none, '0,1' ->
+    those, 'auto' -> the GPUs this process may use (CUDA_VISIBLE_DEVICES as given, indices, UUIDs
+    or MIG names; else one per `GPU n:` line of `nvidia-smi -L`)."""
     if setting == "cpu":
         return []
     if setting != "auto":
-        return [int(part) for part in str(setting).split(",") if part.strip()]
+        return [part.strip() for part in str(setting).split(",") if part.strip()]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        parts = [p.strip() for p in visible.split(",") if p.strip() and p.strip() != "-1"]
-        return (
-            [int(p) for p in parts] if all(p.isdigit() for p in parts) else list(range(len(parts)))
-        )
+        return [p.strip() for p in visible.split(",") if p.strip() and p.strip() != "-1"]
     if not shutil.which("nvidia-smi"):
         return []
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return []
-    return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
+    count = sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+    return [str(i) for i in range(count)]
 
 
 def lease_dir() -> str:
@@ -48,28 +47,32 @@ def lease_dir() -> str:
     )
 
 
-def lease(gpus: list[int], per_gpu: int, folder: str) -> int | None:
-    """This worker's GPU: the one it already leased, else the first free slot (None when every
-    slot is taken: the evaluation runs on the CPU). A lease changes only between runs, and a new
-    CUDA_VISIBLE_DEVICES reaches CUDA only in a process that has not initialised it yet."""
+def lease(gpus: list[str], per_gpu: int, folder: str) -> str | None:
+    """This worker's GPU: the one it already leased, else the first free slot. None when every
+    slot is taken: the worker then sees no GPU and stays on the CPU for its lifetime (it may have
+    asked CUDA already, which binds a process to what it saw). A lease changes only between runs,
+    and a new CUDA_VISIBLE_DEVICES reaches CUDA only in a process that has not initialised it."""
     global _LEASE
     settings = (tuple(gpus), per_gpu, folder)
     if _LEASE is not None:
         if _LEASE[0] == settings:
             return _LEASE[1]
-        _LEASE[2].close()  # a warm worker serving another run: give its slot back
+        if _LEASE[2] is not None:
+            _LEASE[2].close()  # a warm worker serving another run: give its slot back
         _LEASE = None
     os.makedirs(folder, exist_ok=True)
     for slot in range(per_gpu):
         for gpu in gpus:
-            handle = open(Path(folder) / f"gpu{gpu}-{slot}.lock", "a")  # noqa: SIM115 - held
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu)
+            handle = open(Path(folder) / f"gpu{name}-{slot}.lock", "a")  # noqa: SIM115 - held
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.close()
                 continue
             _LEASE = (settings, gpu, handle)
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
             return gpu
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no free slot: this worker sees no GPU
+    _LEASE = (settings, None, None)
     return None

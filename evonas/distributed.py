@@ -134,7 +134,8 @@ class RayPool(ClusterPool):
                 "parallel.backend: ray needs the ray package: pip install 'evonas[ray]'"
             ) from None
         self.ray = ray
-        if not ray.is_initialized():
+        self.started = not ray.is_initialized()  # shut down only a Ray this pool started
+        if self.started:
             options = {"address": address} if address else {"num_cpus": n_jobs}
             ray.init(include_dashboard=False, logging_level=logging.ERROR, **options)
         self.task = ray.remote(num_cpus=1, num_gpus=resources.get("GPU", 0),
@@ -161,4 +162,5 @@ class RayPool(ClusterPool):
 
     def shutdown(self) -> None:
         forget(self)
-        self.ray.shutdown()
+        if self.started:
+            self.ray.shutdown()

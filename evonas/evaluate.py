@@ -54,7 +54,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _device_name(job: dict[str, Any], gpu: int | None) -> str:
+def _device_name(job: dict[str, Any], gpu: str | None) -> str:
     """Where the evaluation ran: `cuda:<physical id>` (or `cuda` on a cluster worker), or cpu."""
     if job.get("device") != "gpu":
         return "cpu"

@@ -118,7 +118,8 @@ class Search:
         self.inherits = (
             self.keeps_weights and training["inherit_weights"] and self.space.kind == "sequential"
         )
-        local = parallel["backend"] in ("loky", "inline")  # clusters place GPU work themselves
+        # Workers on this node lease GPUs; an existing cluster places GPU work itself.
+        local = parallel["backend"] in ("loky", "inline") or not parallel["address"]
         self.lease = (
             {"gpus": self.gpus, "per_gpu": parallel["evaluations_per_gpu"], "folder": lease_dir()}
             if self.gpus and local
@@ -126,6 +127,8 @@ class Search:
         )
         self.next_uid = 0
         self.cache: dict[str, int] = {}  # cache key -> uid of the first journaled evaluation
+        self.seen_keys: set[str] = set()  # architecture keys of everything evaluated
+        self.waiting: set[int] = set()  # steady state: children bred but not joined yet
         self.by_uid: dict[int, Individual] = {}
         self.journal = store.journaled_rows()  # results to replay instead of evaluating
         self.seeds = seeds.load(store.run_dir)
@@ -217,6 +220,7 @@ class Search:
             while (waiting[0][1] or waiting[0][0]).status == "pending":
                 yield None
             child, original = waiting.popleft()
+            self.waiting.discard(child.uid)
             if original is not None:
                 self.record_cached(child, original)
             state["population"] = self.strategy.survivors(state["population"], [child], None)
@@ -234,7 +238,7 @@ class Search:
                 state["limit"] = self.limit_reached()
                 if state["limit"]:
                     break
-            joined = set(self.by_uid) - {c.uid for c, _ in waiting}
+            joined = set(self.by_uid) - self.waiting
             bred = self.strategy.breed_one(state["population"], self.vary)
             child = self.new_individual(
                 bred.genome, generation, tuple(p.uid for p in bred.parents), bred.operator
@@ -251,6 +255,7 @@ class Search:
                 self.replay(child, self.journal[child.uid])
                 original = None
             waiting.append((child, original))
+            self.waiting.add(child.uid)
             if original is None and child.status == "pending":
                 yield self.job(child)
         while waiting and self.stop_signal is None:
@@ -320,7 +325,8 @@ class Search:
         return self.space.sample(self.rng)
 
     def seen(self, genome) -> bool:
-        return self.cache_key_of(genome) in self.cache
+        """Whether the same architecture and training genes were already bred for evaluation."""
+        return self.cache_key_of(genome) in self.seen_keys
 
     def evaluate(self, individuals: list[Individual], generation: int) -> bool:
         """Evaluate in parallel; journaled results are replayed and identical work (same cache
@@ -401,14 +407,22 @@ class Search:
         """Weights kept on disk: the current population, the Pareto front and the best per
         objective over the whole run, children of later generations already evaluated (the
         steady state's), and the originals that cached copies point to."""
-        evaluated = [ind for ind in self.by_uid.values() if ind.status == OK]
+        joined = set(self.by_uid) - self.waiting
+        evaluated = [ind for ind in self.by_uid.values() if ind.status == OK and ind.uid in joined]
         keep = {ind.uid for ind in population}
-        keep |= {ind.uid for ind in self.by_uid.values() if ind.generation > generation}
+        later = [ind for ind in self.by_uid.values() if ind.generation > generation]
+        keep |= {ind.uid for ind in later}  # the steady state's children in flight
+        for ind in later:  # and what they read: their parents and teacher
+            keep |= {p["uid"] for p in (ind.inherit or {}).get("parents", [])}
+            keep |= {ind.teacher["uid"]} if ind.teacher else set()
+        teacher = self.teacher(joined)  # the next evaluations' teacher
+        keep |= {teacher["uid"]} if teacher else set()
         if evaluated:
             front = tools_front(evaluated)
             keep |= {ind.uid for ind in front}
         keep |= {self.cache.get(self.cache_key(ind), ind.uid) for ind in list(self.by_uid.values())
                  if ind.uid in keep}  # fmt: skip
+        keep.discard("seed")
         return keep
 
     def limit_reached(self) -> str | None:
@@ -416,7 +430,7 @@ class Search:
         search = self.config["search"]
         if search["max_evaluations"]:
             done = len(self.by_uid)
-            if done + self.population_size > search["max_evaluations"]:
+            if done + self.strategy.offspring > search["max_evaluations"]:
                 return f"max_evaluations {search['max_evaluations']} reached ({done} done)"
         if search["max_time"] and self.elapsed() >= search["max_time"]:
             return f"max_time {search['max_time']:g} s reached"
@@ -451,7 +465,8 @@ class Search:
         key = self.cache_key_of(ind.genome)
         if ind.inherit:  # the same parents' weights
             parents = ",".join(str(p["uid"]) for p in ind.inherit["parents"])
-            key += f"-from-{parents}-{ind.inherit['select']}"
+            genes = hashlib.sha256(json.dumps(ind.inherit["genes"], sort_keys=True).encode())
+            key += f"-from-{parents}-{ind.inherit['select']}-{genes.hexdigest()[:12]}"
         if ind.teacher:
             key += f"-teacher-{ind.teacher['uid']}"
         return f"{key}-{ind.origin}" if ind.init_weights else key  # the same weights source
@@ -490,7 +505,7 @@ class Search:
         sources = []
         for uid in dict.fromkeys(ind.parents):
             parent = self.by_uid[uid]
-            if parent.generation == ind.generation:  # evaluated beside its child: a seed
+            if ind.generation == 0:  # a mutant of a seed, evaluated beside it: the seed's weights
                 weights = Path(parent.init_weights) if parent.init_weights else None
             elif parent.status == OK:
                 weights = self.weights_file(self.cache.get(self.cache_key(parent), uid))
@@ -533,6 +548,7 @@ class Search:
         ind.status, ind.error, ind.metrics = status, error, metrics
         ind.fitness = self.fitness_cls(fitness_values(metrics, status == OK, self.objectives))
         self.cache.setdefault(self.cache_key(ind), ind.uid)
+        self.seen_keys.add(self.cache_key_of(ind.genome))
         first = self.objectives[0]
         value = metrics.get(first["name"]) if status == OK else None
         if value is not None:

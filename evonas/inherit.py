@@ -70,6 +70,8 @@ def _match(child: Genome, position: int, parent: Genome) -> tuple[bool, bool, bo
     if gene.id not in ids:
         return None
     at = ids.index(gene.id)
+    if parent.genes[at].op != gene.op:  # hand-written or imported ids may repeat across lineages
+        return None
     before = child.genes[position - 1].id if position else None
     after = child.genes[position + 1].id if position + 1 < len(child.genes) else None
     return (

@@ -21,6 +21,7 @@ sample, one thread), val_accuracy, test_accuracy.
 from __future__ import annotations
 
 import gzip
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,8 @@ def _student(run, teacher: nn.Module, genome: Genome, student: int | None, data,
     )
     small = Genome(genes=genes, training=dict(genome.training))
     model = build(small, data.input_shape, data.num_classes)
-    source = run.path / "optimized" / "teacher.pt"
-    save_state_dict(teacher, str(source))
-    inherit(model, small, data.input_shape, plan(small, [(0, genome, str(source))]), seed)
-    source.unlink()
+    with tempfile.TemporaryDirectory() as folder:
+        source = str(Path(folder) / "teacher.pt")
+        save_state_dict(teacher, source)
+        inherit(model, small, data.input_shape, plan(small, [(0, genome, source)]), seed)
     return model

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS individuals (
     inherited_from TEXT,
     distilled_from TEXT,
     device TEXT,
-    gpu INTEGER,
+    gpu TEXT,
     weights TEXT,
     worker TEXT,
     started_at REAL,
@@ -66,7 +66,7 @@ class UnsafeFileError(ValueError):
 
 LOCK = ".lock"
 LATER_COLUMNS = {"inherited_from": "TEXT", "distilled_from": "TEXT", "device": "TEXT",
-                 "gpu": "INTEGER"}  # fmt: skip
+                 "gpu": "TEXT"}  # fmt: skip
 
 
 class Store:

@@ -19,6 +19,11 @@ class TimeBudgetExceeded(RuntimeError):
     """Training ran past its wall-clock budget."""
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model lives (the CPU for a model without float parameters, e.g. quantized)."""
+    return next(model.parameters(), torch.zeros(0)).device
+
+
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -51,14 +56,14 @@ def distillation_loss(
 def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
     """The model's outputs for every row of `x`, in eval mode."""
     model.eval()
-    xt = torch.from_numpy(x).to(next(model.parameters()).device)
+    xt = torch.from_numpy(x).to(device_of(model))
     return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     x, y = x.to(device), y.to(device)
     correct = 0
     for start in range(0, len(x), batch_size):
@@ -86,7 +91,7 @@ def train(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = device_of(model)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     if teacher_logits is not None:
         teacher_logits = teacher_logits.to(device)

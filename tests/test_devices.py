@@ -16,9 +16,11 @@ FAKE = {**TINY, "training": {"evaluator": f"{FAULTS}:visible_gpu"},
 
 def test_gpu_ids_from_the_setting_and_the_environment(monkeypatch):
     assert gpu_ids("cpu") == []
-    assert gpu_ids("0,2") == [0, 2]
+    assert gpu_ids("0,2") == ["0", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
-    assert gpu_ids("auto") == [1, 3]
+    assert gpu_ids("auto") == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2a,MIG-1c3d")
+    assert gpu_ids("auto") == ["GPU-8f2a", "MIG-1c3d"]  # passed on as given
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_ids("auto") == []
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
@@ -28,8 +30,8 @@ def test_gpu_ids_from_the_setting_and_the_environment(monkeypatch):
 
 def leaser(folder):
     """A process that leases GPU 0 of `folder`, prints what it got and holds it until killed."""
-    code = (f"from evonas.devices import lease; print(lease([0], 1, {str(folder)!r}), flush=True);"
-            "import time; time.sleep(60)")  # fmt: skip
+    code = (f"from evonas.devices import lease; print(lease(['0'], 1, {str(folder)!r}),"
+            " flush=True); import time; time.sleep(60)")  # fmt: skip
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     return process, process.stdout.readline().strip()
 
@@ -61,8 +63,8 @@ def leases(tmp_path, monkeypatch):
 
 def test_each_worker_leases_its_own_fake_gpu_and_the_journal_records_it(tmp_path, leases):
     people = search(tmp_path, "gpus", devices="0,1", n_jobs=2)
-    assert set(people["gpu"]) <= {0, 1} and people["gpu"].notna().all()
-    assert (people["visible"] == people["gpu"]).all()  # CUDA_VISIBLE_DEVICES set in the worker
+    assert set(people["gpu"]) <= {"0", "1"} and people["gpu"].notna().all()
+    assert (people["visible"] == people["gpu"].astype(float)).all()  # set in the worker
     assert people.groupby("worker")["gpu"].nunique().eq(1).all()  # a worker keeps its GPU
     assert people.groupby("gpu")["worker"].nunique().eq(1).all()  # never two workers on one
     assert set(people["device"]) == {"cpu"}  # no CUDA here: the fake GPUs run on the CPU

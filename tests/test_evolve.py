@@ -421,3 +421,24 @@ def test_size_and_latency_can_be_objectives(tmp_path):
     assert (people["latency_ms"] > 0).all() and (people["size_bytes"] > 0).all()
     assert set(result.generations.columns) >= {"best_latency_ms", "best_size_bytes"}
     assert not result.pareto.empty
+
+
+def test_steady_state_with_inheritance_keeps_every_weight_a_child_needs(tmp_path):
+    steady = [*INHERIT, "search.strategy=regularized", "search.population=5",
+              "search.objectives=[{name: val_accuracy, goal: max}]", "search.generations=14",
+              "search.async_window=3", "search.plot_every=0"]  # fmt: skip
+    one = search(tmp_path, *steady, "parallel.n_jobs=1", name="one").individuals
+    two = search(tmp_path, *steady, "parallel.n_jobs=2", name="two").individuals
+    assert (two["status"] == "ok").all(), two["error"].dropna().tolist()
+    assert two["inherited_from"].notna().sum() >= 10
+    timing = [*TIMING, "train_seconds", "latency_ms"]
+    pd.testing.assert_frame_equal(one.drop(columns=timing), two.drop(columns=timing))
+
+
+def test_max_evaluations_counts_the_next_step_not_a_population(tmp_path):
+    sets = [f"training.evaluator={FAULTS}:slow", "search.strategy=regularized",
+            "search.objectives=[{name: val_accuracy, goal: max}]", "search.population=5",
+            "search.generations=50", "search.max_evaluations=12",
+            "search.plot_every=0"]  # fmt: skip
+    result = search(tmp_path, *sets)
+    assert result.state == "stopped" and len(result.individuals) == 12

@@ -193,3 +193,9 @@ def test_any_child_inherits_without_error(tmp_path, seed, op):
     assert torch.isfinite(outputs(model.eval())).all()
     if op in ("change_lr", "change_activation"):
         assert share == 1  # nothing new: every parameter is inherited
+
+
+def test_a_shared_id_on_another_op_is_not_inherited():
+    parent = Genome(genes=(conv(1, 8), dense(2, 16)))
+    child = Genome(genes=(conv(1, 8), conv(2, 8), dense(3, 16)))  # ids written by hand: 2 repeats
+    assert plan(child, [(0, parent, "p.pt")])["genes"] == {"1": 0}

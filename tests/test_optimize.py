@@ -81,3 +81,15 @@ def test_cli_optimize_prints_the_table_and_rejects_bad_input(run):
     bad = run_cli("optimize", str(run.path), "--best", "--sparsity", "1.5", cwd=ROOT)
     assert bad.returncode == 2 and "sparsity" in bad.stderr
     pd.testing.assert_frame_equal(Run(run.path).individuals, before)  # the run is intact
+
+
+def test_int8_variant_of_a_model_without_float_parameters_is_measurable():
+    from evonas.builder import build
+    from evonas.genome import parse_genome
+    from evonas.optimize import quantize_int8
+    from evonas.train import accuracy
+
+    genome = parse_genome({"layers": [{"id": 1, "op": "dense", "units": 8, "activation": "relu"}]})
+    quantized = quantize_int8(build(genome, (6,), 3).eval())
+    x, y = torch.randn(10, 6), torch.zeros(10, dtype=torch.long)
+    assert 0 <= accuracy(quantized, x, y) <= 1

@@ -147,6 +147,9 @@ def inherit(
                 }
                 maps["mid"] = maps["out"]
                 copied += _copy_layer(state, params, parent_state, prefix, gene.op, maps)
+                skip = prefix + "skip.weight"
+                if skip in state and skip not in parent_state:  # the parent's skip was identity
+                    _selection(state[skip], maps["out"], maps["in"])
                 tokens = [(gene.id, c) for c in kept] + [None] * (out_shape[0] - len(kept))
             else:
                 tokens = _identity_init(state, prefix, gene, tokens, out_shape[0])
@@ -292,6 +295,16 @@ def _identity_init(state, prefix: str, gene, tokens: list, width: int) -> list:
     else:
         return [None] * width
     return list(tokens[:n]) + [None] * (width - n)
+
+
+def _selection(weight, outputs: list[int], inputs: list[int]) -> None:
+    """A 1x1 projection that passes on, for each output channel, the input that carried the same
+    parent channel (the parent's identity skip, after its channels were pruned or moved)."""
+    weight.zero_()
+    where = {parent: i for i, parent in enumerate(inputs) if parent >= 0}
+    for j, parent in enumerate(outputs):
+        if parent in where:
+            weight[(j, where[parent], *(k // 2 for k in weight.shape[2:]))] = 1
 
 
 def _dirac(weight, n: int) -> None:

@@ -199,3 +199,13 @@ def test_a_shared_id_on_another_op_is_not_inherited():
     parent = Genome(genes=(conv(1, 8), dense(2, 16)))
     child = Genome(genes=(conv(1, 8), conv(2, 8), dense(3, 16)))  # ids written by hand: 2 repeats
     assert plan(child, [(0, parent, "p.pt")])["genes"] == {"1": 0}
+
+
+def test_a_residual_whose_input_was_pruned_keeps_its_skip_path(tmp_path):
+    parent = Genome(genes=(conv(1, 8), residual(2, 8, bn=False), POOL, dense(3, 16)))
+    trained(parent, tmp_path / "p.pt")
+    child = Genome(genes=(conv(1, 6), residual(2, 8, bn=False), POOL, dense(3, 16)))
+    model, _ = child_of(child, [(0, parent, str(tmp_path / "p.pt"))])
+    skip = model.state_dict()["body.g2.skip.weight"][:, :, 0]  # (8 out, 6 in): now a projection
+    kept = [int(i) for i in skip.argmax(dim=0)]  # which output each surviving input feeds
+    assert skip.sum() == 6 and (skip.sum(dim=1) <= 1).all() and len(set(kept)) == 6

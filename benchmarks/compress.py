@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--finetune", type=int, default=5)
     args = parser.parse_args()
-    from evonas.evolve import run_search
+    from evonas.launch import run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

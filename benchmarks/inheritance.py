@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evonas.config import resolve  # noqa: E402
-from evonas.evolve import run_search  # noqa: E402
+from evonas.launch import run_search  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

@@ -81,7 +81,7 @@ def protocol(name: str, genome: dict | None, seed: int) -> dict:
 
 def search(max_time: float, run_dir: Path | None) -> Path:
     from evonas.config import resolve
-    from evonas.evolve import run_search
+    from evonas.launch import run_search
 
     if run_dir is not None:
         return run_dir

@@ -53,7 +53,7 @@ STRATEGIES = {
 
 def one_search(strategy: str, seed: int) -> dict:
     from evonas.config import resolve
-    from evonas.evolve import run_search
+    from evonas.launch import run_search
 
     sets = [
         "task.name=table",

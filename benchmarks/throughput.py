@@ -33,8 +33,8 @@ from torch import nn
 
 from evonas.builder import build
 from evonas.config import resolve
-from evonas.evolve import run_search
 from evonas.genome import save_genome
+from evonas.launch import run_search
 from evonas.spaces import SequentialSpace
 from evonas.tasks import load_task
 from evonas.train import accuracy

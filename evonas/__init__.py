@@ -24,7 +24,7 @@ _LAZY = {
     "load_run": "evonas.analysis",
     "compare": "evonas.analysis",
     "Run": "evonas.analysis",
-    "search": "evonas.evolve",
+    "search": "evonas.launch",
     "build": "evonas.builder",
     "load_model": "evonas.export",
 }

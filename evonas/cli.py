@@ -323,7 +323,7 @@ def cmd_genome(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from evonas.evolve import start_search
+    from evonas.launch import start_search
     from evonas.progress import Progress
 
     config = resolve(
@@ -350,7 +350,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from evonas.evolve import resume_search
+    from evonas.launch import resume_search
     from evonas.progress import Progress
 
     progress = Progress()

@@ -6,7 +6,7 @@ import pytest
 
 from evonas.config import resolve
 from evonas.devices import gpu_ids
-from evonas.evolve import run_search
+from evonas.launch import run_search
 from tests.conftest import FAULTS, TINY
 
 FAKE = {**TINY, "training": {"evaluator": f"{FAULTS}:visible_gpu"},

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from evonas.config import resolve
-from evonas.evolve import run_search
+from evonas.launch import run_search
 from tests.conftest import FAULTS, TINY
 
 WHERE = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]

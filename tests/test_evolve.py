@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from evonas.config import ConfigError, operator_weights, resolve
-from evonas.evolve import resume_search, run_search, start_search
+from evonas.launch import resume_search, run_search, start_search
 from evonas.operators import OPERATORS
 from evonas.store import RunDirError
 from tests.conftest import NB201_TABLE, needs_nb201

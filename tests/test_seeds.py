@@ -1,7 +1,7 @@
 import pytest
 
 from evonas.config import resolve
-from evonas.evolve import run_search
+from evonas.launch import run_search
 from tests.conftest import FAULTS, ROOT, run_cli, tiny_config_yaml
 from tests.test_cli import individuals
 from tests.test_evolve import TINY as EVOLVE_TINY

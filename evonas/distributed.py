@@ -15,9 +15,11 @@ import logging
 import uuid
 from typing import Any
 
+from evonas.config import ConfigError
 from evonas.evaluate import run_job
 
 POLL_SECONDS = 0.2
+CONNECT_SECONDS = 30
 _POOLS: dict[tuple, Any] = {}
 
 
@@ -67,13 +69,18 @@ class DaskPool(ClusterPool):
             import dask
             from distributed import Client, LocalCluster
         except ImportError:
-            raise RuntimeError(
+            raise ConfigError(
                 "parallel.backend: dask needs the distributed package: pip install 'evonas[dask]'"
             ) from None
         self.resources = resources or None
         self.cluster = None
         if address:
-            self.client = Client(address, timeout=30)
+            try:
+                self.client = Client(address, timeout=CONNECT_SECONDS)
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(
+                    f"parallel.address: no Dask scheduler answers at {address} ({exc})"
+                ) from None
         else:
             # allowed-failures is read by the scheduler, which this process starts
             with dask.config.set({"distributed.scheduler.allowed-failures": crash_retries}):
@@ -130,14 +137,19 @@ class RayPool(ClusterPool):
         try:
             import ray
         except ImportError:
-            raise RuntimeError(
+            raise ConfigError(
                 "parallel.backend: ray needs the ray package: pip install 'evonas[ray]'"
             ) from None
         self.ray = ray
         self.started = not ray.is_initialized()  # shut down only a Ray this pool started
         if self.started:
             options = {"address": address} if address else {"num_cpus": n_jobs}
-            ray.init(include_dashboard=False, logging_level=logging.ERROR, **options)
+            try:
+                ray.init(include_dashboard=False, logging_level=logging.ERROR, **options)
+            except (ConnectionError, TimeoutError) as exc:
+                raise ConfigError(
+                    f"parallel.address: no Ray cluster at {address} ({exc})"
+                ) from None
         self.task = ray.remote(num_cpus=1, num_gpus=resources.get("GPU", 0),
                                max_retries=crash_retries)(run_job)  # fmt: skip
 

@@ -13,7 +13,9 @@ import yaml
 
 from evonas import seeds
 from evonas.config import ConfigError, validate
+from evonas.devices import gpu_ids
 from evonas.evolve import Search, SearchResult, make_space, versions
+from evonas.parallel import make_pool
 from evonas.progress import Progress
 from evonas.store import RunDirError, Store
 
@@ -34,6 +36,11 @@ def start_search(
     space, _ = make_space(config)  # a bad task or space is an error before anything is written
     chosen = seeds.collect(config["search"])
     seeds.check(chosen, space)
+    parallel = config["parallel"]
+    if parallel["address"]:  # an unreachable cluster is an error before the run exists
+        resources = {"GPU": 1} if gpu_ids(parallel["devices"]) else None
+        make_pool(parallel["backend"], parallel["n_jobs"], parallel["crash_retries"],
+                  parallel["address"], resources)  # fmt: skip
     store = Store.create(run_dir, config)
     seeds.store(chosen, Path(run_dir))
     try:

@@ -3,8 +3,9 @@
 import pandas as pd
 import pytest
 
-from evonas.config import resolve
-from evonas.launch import run_search
+from evonas import distributed as cluster_backends
+from evonas.config import ConfigError, resolve
+from evonas.launch import run_search, start_search
 from tests.conftest import FAULTS, TINY
 
 WHERE = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
@@ -57,3 +58,13 @@ def test_a_search_on_ray_equals_the_loky_journal(tmp_path, loky_journal):
     pytest.importorskip("ray")
     on_ray = journal(tmp_path, "ray", backend="ray")
     pd.testing.assert_frame_equal(on_ray, loky_journal)
+
+
+def test_an_unreachable_scheduler_is_an_error_before_the_run_exists(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(cluster_backends, "CONNECT_SECONDS", 2)
+    parallel = {"backend": "dask", "address": "tcp://127.0.0.1:9"}
+    config = resolve(base={**CONFIG, "parallel": parallel})
+    with pytest.raises(ConfigError, match="parallel.address: no Dask scheduler answers"):
+        start_search(config, tmp_path / "run", log=lambda line: None)
+    assert not (tmp_path / "run").exists()

@@ -155,11 +155,7 @@ def parser() -> argparse.ArgumentParser:
         "export", help="write trained models of a run: state_dict, TorchScript or ONNX"
     )
     export.add_argument("run_dir", metavar="RUN_DIR")
-    which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("--best", action="store_true", help="the best on --objective")
-    which.add_argument("--pareto", action="store_true", help="every model on the Pareto front")
-    which.add_argument("--individual", type=_positive_int, metavar="UID")
-    export.add_argument("--objective", metavar="NAME", help="with --best (default: the first)")
+    _add_model_choice(export, pareto=True)
     export.add_argument(
         "--format", default="state_dict", choices=["state_dict", "torchscript", "onnx"]
     )
@@ -171,10 +167,7 @@ def parser() -> argparse.ArgumentParser:
         "run's task; prints the table and writes RUN_DIR/optimized/uid<N>/ (models + table.csv).",
     )
     opt.add_argument("run_dir", metavar="RUN_DIR")
-    which = opt.add_mutually_exclusive_group(required=True)
-    which.add_argument("--best", action="store_true", help="the best on --objective")
-    which.add_argument("--individual", type=_positive_int, metavar="UID")
-    opt.add_argument("--objective", metavar="NAME", help="with --best (default: the first)")
+    _add_model_choice(opt, pareto=False)
     opt.add_argument(
         "--sparsity", type=_sparsities, default="0.5,0.75,0.9", metavar="S[,S...]",
         help="weight-pruning sparsities, each in (0, 1) (default 0.5,0.75,0.9)",
@@ -250,16 +243,30 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_choice(command: argparse.ArgumentParser, pareto: bool) -> None:
+    """--best [--objective] | --individual UID (| --pareto): which trained models of a run."""
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the best on --objective")
+    if pareto:
+        which.add_argument("--pareto", action="store_true", help="every model on the Pareto front")
+    which.add_argument("--individual", type=_positive_int, metavar="UID")
+    command.add_argument("--objective", metavar="NAME", help="with --best (default: the first)")
+
+
+def _best_uid(run, objective: str | None) -> int:
+    try:
+        return int(run.best(objective)["uid"])
+    except KeyError as exc:
+        raise ConfigError(f"--objective: {exc.args[0]}") from None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from evonas.analysis import Run
     from evonas.export import SUFFIX, export_run
 
     run = Run(args.run_dir)
     if args.best:
-        try:
-            uids = [int(run.best(args.objective)["uid"])]
-        except KeyError as exc:
-            raise ConfigError(f"--objective: {exc.args[0]}") from None
+        uids = [_best_uid(run, args.objective)]
     elif args.pareto:
         uids = [int(uid) for uid in run.pareto()["uid"]]
     else:
@@ -276,13 +283,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from evonas.optimize import optimize
 
     run = Run(args.run_dir)
-    if args.best:
-        try:
-            uid = int(run.best(args.objective)["uid"])
-        except KeyError as exc:
-            raise ConfigError(f"--objective: {exc.args[0]}") from None
-    else:
-        uid = args.individual
+    uid = _best_uid(run, args.objective) if args.best else args.individual
     for known in (uid, args.student):
         if known is not None:
             run.genome(known)  # an unknown uid is an error before any work

@@ -26,10 +26,10 @@ import torch  # noqa: E402
 
 from evonas.builder import build, count_params  # noqa: E402
 from evonas.config import resolve  # noqa: E402
-from evonas.evaluate import save_state_dict  # noqa: E402
 from evonas.genome import parse_genome, save_genome  # noqa: E402
 from evonas.tasks import load_task  # noqa: E402
 from evonas.train import accuracy, train  # noqa: E402
+from evonas.weights import save_state_dict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TASK = {"name": "mnist1d", "options": {}, "split_seed": 0, "val_fraction": 0.2,

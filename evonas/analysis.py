@@ -15,19 +15,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
-from evonas.plots import pareto_front
+from evonas.objectives import Objective, best_row, objective_for, pareto_front
+from evonas.records import COLUMNS
+from evonas.reporters import number
 from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
 
-TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds")
-_FIXED = {
-    "uid", "generation", "genome", "arch_key", "parents", "operator", "status", "error", "seed",
-    "cached_from", "weights", "origin", *TIMING_COLUMNS,
-}  # fmt: skip
+DERIVED = ("n_layers",)  # columns Run.individuals adds to the journal's
 
 
 FIGURES = ("progress", "pareto", "fronts", "tradeoff", "lineage", "operators", "diversity",
            "failures")  # fmt: skip
+
+
+class RunLookupError(LookupError):
+    """A uid or metric that the run does not have; the message names it."""
 
 
 class Run:
@@ -58,14 +61,21 @@ class Run:
         return self._read()[0]
 
     @property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> Config:
+        """The run's resolved config (`config.to_dict()` for plain data)."""
         import yaml
 
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+        return validate(yaml.safe_load((self.path / "config.yaml").read_text()))
 
     @property
-    def objectives(self) -> list[dict[str, str]]:
-        return self.config["search"]["objectives"]
+    def objectives(self) -> list[Objective]:
+        return list(self.config.search.objectives)
+
+    @property
+    def chance(self) -> dict[str, float]:
+        """Accuracy of always predicting the most frequent class, per accuracy metric (empty
+        where the task is a lookup table or a custom evaluator's)."""
+        return self.meta.get("chance") or {}
 
     @property
     def running(self) -> bool:
@@ -78,17 +88,21 @@ class Run:
         people = self._read()[1]
         people["parents"] = people["parents"].map(json.loads)
         people["n_layers"] = people["genome"].map(lambda g: len(json.loads(g)["layers"]))
+        for column in ("started_at", "finished_at"):
+            people[column] = pd.to_datetime(people[column], unit="s", utc=True)
         return people
 
     @property
     def generations(self) -> pd.DataFrame:
         generations = self._read()[2]
         generations["population"] = generations["population"].map(json.loads)
+        generations["finished_at"] = pd.to_datetime(generations["finished_at"], unit="s", utc=True)
         return generations
 
     def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
+        """The metric columns: everything the journal holds beyond its fixed columns."""
         people = self.individuals if people is None else people
-        return [c for c in people.columns if c not in _FIXED | {"origin", "n_layers"}]
+        return [c for c in people.columns if c not in COLUMNS and c not in DERIVED]
 
     # --- questions ----------------------------------------------------------------------------
 
@@ -101,16 +115,16 @@ class Run:
         return pareto_front(people, self.objectives)
 
     def best(self, objective: str | None = None) -> pd.Series:
-        """The best successful individual on `objective` (default: the first objective)."""
-        objectives = {o["name"]: o["goal"] for o in self.objectives}
-        name = objective or self.objectives[0]["name"]
-        people = self.individuals
-        ok = people[(people["status"] == "ok")]
-        if name not in ok or ok[name].isna().all():
-            raise KeyError(f"no successful individual has metric {name!r}")
-        goal = objectives.get(name, "min" if name in ("params", "flops") else "max")
-        index = ok[name].idxmax() if goal == "max" else ok[name].idxmin()
-        return ok.loc[index]
+        """The best successful individual on `objective` (default: the first objective). On a
+        further objective, such as params, it is the best among the front's models that are
+        useful on the first (see `evonas.objectives.best_row`), not a model at chance level.
+        LookupError when no successful individual has the metric."""
+        objectives = self.objectives
+        name = objective or objectives[0].name
+        try:
+            return best_row(self.individuals, name, objectives, self.chance.get(objectives[0].name))
+        except KeyError as exc:
+            raise RunLookupError(f"{self.path}: {exc.args[0]}") from None
 
     def genome(self, uid: int) -> Genome:
         return parse_genome(json.loads(self._row(uid)["genome"]), where=f"uid {uid}")
@@ -118,7 +132,7 @@ class Run:
     def _row(self, uid: int) -> pd.Series:
         people = self.individuals.set_index("uid", drop=False)
         if uid not in people.index:
-            raise KeyError(f"{self.path}: no individual with uid {uid}")
+            raise RunLookupError(f"{self.path}: no individual with uid {uid}")
         return people.loc[uid]
 
     def lineage(self, uid: int) -> pd.DataFrame:
@@ -126,7 +140,7 @@ class Run:
         each; ordered from the individual back to the sampled founders."""
         people = self.individuals.set_index("uid", drop=False)
         if uid not in people.index:
-            raise KeyError(f"{self.path}: no individual with uid {uid}")
+            raise RunLookupError(f"{self.path}: no individual with uid {uid}")
         depth = {uid: 0}
         queue = [uid]
         while queue:
@@ -145,7 +159,7 @@ class Run:
 
         lineage = self.lineage(uid)
         graph = nx.DiGraph()
-        metrics = [o["name"] for o in self.objectives]
+        metrics = [o.name for o in self.objectives]
         for _, row in lineage.iterrows():
             attrs = {k: row[k] for k in ["generation", "operator", "status", *metrics] if k in row}
             graph.add_node(int(row["uid"]), **attrs)
@@ -162,36 +176,36 @@ class Run:
     # --- figures ------------------------------------------------------------------------------
 
     def figure(self, kind: str, uid: int | None = None):
-        """One matplotlib Figure: progress, pareto, fronts, tradeoff, lineage (needs uid),
-        operators, diversity or failures."""
+        """One matplotlib Figure, titled with the run's name: progress, pareto, fronts,
+        tradeoff, lineage (of `uid`, default the best), operators, diversity or failures."""
         from evonas import plots
 
+        if kind not in FIGURES:
+            raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
         people, objectives = self.individuals, self.objectives
         if kind == "progress":
-            return plots.plot_progress(
-                plots.progress_data(self.generations, objectives), objectives
-            )
-        if kind == "pareto":
-            return plots.plot_pareto(plots.pareto_data(people, objectives), objectives)
-        if kind == "fronts":
-            return plots.plot_fronts(plots.fronts_data(people, objectives), objectives)
-        if kind == "tradeoff":
-            return plots.plot_tradeoff(plots.tradeoff_data(people, objectives), objectives)
-        if kind == "lineage":
+            fig = plots.plot_progress(plots.progress_data(self.generations, objectives), objectives)
+        elif kind == "pareto":
+            fig = plots.plot_pareto(plots.pareto_data(people, objectives), objectives)
+        elif kind == "fronts":
+            fig = plots.plot_fronts(plots.fronts_data(people, objectives), objectives)
+        elif kind == "tradeoff":
+            fig = plots.plot_tradeoff(plots.tradeoff_data(people, objectives), objectives)
+        elif kind == "lineage":
             target = int(self.best()["uid"]) if uid is None else uid
-            return plots.plot_lineage(*plots.lineage_layout(self.lineage(target)))
-        if kind == "operators":
-            return plots.plot_operator_stats(self.operator_stats())
-        if kind == "diversity":
-            return plots.plot_diversity(plots.diversity_data(people, self.generations))
-        if kind == "failures":
-            return plots.plot_failures(plots.failure_data(people))
-        raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
+            fig = plots.plot_lineage(*plots.lineage_layout(self.lineage(target)))
+        elif kind == "operators":
+            fig = plots.plot_operator_stats(self.operator_stats())
+        elif kind == "diversity":
+            fig = plots.plot_diversity(plots.diversity_data(people, self.generations))
+        else:
+            fig = plots.plot_failures(plots.failure_data(people))
+        return plots.titled(fig, self.path.name)
 
     def model(self, uid: int):
         """The trained `nn.Module` of `uid`, with its weights when they were kept."""
         from evonas.builder import build
-        from evonas.export import load_state_dict
+        from evonas.weights import load_state_dict
 
         row = self._row(uid)
         if pd.notna(row.get("cached_from")):
@@ -204,16 +218,16 @@ class Run:
         input_shape = tuple(self.meta["input_shape"])
         from evonas.tasks import load_task
 
-        classes = load_task(self.config["task"]).num_classes
+        classes = load_task(self.config.task.model_dump()).num_classes
         model = build(self.genome(int(row["uid"])), input_shape, classes)
         model.load_state_dict(load_state_dict(self.path / row["weights"]))
         return model.eval()
 
 
-def operator_stats(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+def operator_stats(people: pd.DataFrame, objectives: list[Objective]) -> pd.DataFrame:
     by_uid = people.set_index("uid")
     first = objectives[0]
-    sign = 1.0 if first["goal"] == "max" else -1.0
+    sign = first.sign
     rows = []
     for operator, group in people[people["operator"] != "sample"].groupby("operator"):
         row: dict[str, Any] = {
@@ -221,22 +235,22 @@ def operator_stats(people: pd.DataFrame, objectives: list[dict[str, str]]) -> pd
             "uses": len(group),
             "failures": int((group["status"] != "ok").sum()),
         }
-        beats, changes = [], {o["name"]: [] for o in objectives}
+        beats, changes = [], {o.name: [] for o in objectives}
         for _, child in group.iterrows():
             parents = by_uid.loc[child["parents"]]
             if child["status"] != "ok" or (parents["status"] != "ok").all():
                 continue
             ok_parents = parents[parents["status"] == "ok"]
-            best_parent = (sign * ok_parents[first["name"]]).max()
-            beats.append(sign * child[first["name"]] > best_parent)
+            best_parent = (sign * ok_parents[first.name]).max()
+            beats.append(sign * child[first.name] > best_parent)
             for o in objectives:
-                changes[o["name"]].append(child[o["name"]] - ok_parents[o["name"]].mean())
+                changes[o.name].append(child[o.name] - ok_parents[o.name].mean())
         row["beat_parent"] = float(np.mean(beats)) if beats else np.nan
         for name, values in changes.items():
             row[f"mean_change_{name}"] = float(np.mean(values)) if values else np.nan
         rows.append(row)
     columns = ["operator", "uses", "failures", "beat_parent"]
-    columns += [f"mean_change_{o['name']}" for o in objectives]
+    columns += [f"mean_change_{o.name}" for o in objectives]
     return pd.DataFrame(rows, columns=columns).sort_values(
         "uses", ascending=False, ignore_index=True
     )
@@ -256,9 +270,8 @@ def compare(runs: Iterable[Run | str | Path], objective: str | None = None) -> p
     frames = []
     for run in runs:
         run = run if isinstance(run, Run) else Run(run)
-        objectives = {o["name"]: o["goal"] for o in run.objectives}
-        name = objective or run.objectives[0]["name"]
-        goal = objectives.get(name, "max")
+        name = objective or run.objectives[0].name
+        goal = objective_for(name, run.objectives).goal
         people = run.individuals.sort_values(["finished_at", "uid"], na_position="last")
         worst = -np.inf if goal == "max" else np.inf
         values = people[name].where(people["status"] == "ok", worst) if name in people else worst
@@ -310,10 +323,12 @@ def run_status(run_dir: str | Path) -> str:
         f"generation {'-' if done is None else done}/{total}; {len(individuals)} evaluations, "
         f"{failed} not ok; {meta.get('elapsed_seconds', 0):.0f} s",
     ]
-    ok = individuals[individuals["status"] == "ok"]
-    for objective in search.get("objectives", []):
-        name = objective["name"]
-        if name in ok and ok[name].notna().any():
-            index = ok[name].idxmax() if objective["goal"] == "max" else ok[name].idxmin()
-            lines.append(f"best {name}: {ok.loc[index, name]:.4g} (uid {ok.loc[index, 'uid']})")
+    objectives = [Objective(o["name"], o["goal"]) for o in search.get("objectives", [])]
+    chance = (meta.get("chance") or {}).get(objectives[0].name) if objectives else None
+    for objective in objectives:
+        try:
+            best = best_row(individuals, objective.name, objectives, chance)
+        except KeyError:
+            continue
+        lines.append(f"best {objective.name}: {number(best[objective.name])} (uid {best['uid']})")
     return "\n".join(lines)

@@ -138,6 +138,25 @@ def _output_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(layer(torch.zeros(1, *shape)).shape[1:])
 
 
+def describe(genome: Genome, space, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
+    """`evonas genome`: each layer with its output shape, then lr, parameters and FLOPs, and
+    what keeps the genome outside the configured space (ValueError if it cannot be built)."""
+    lines = []
+    if space.has_shapes:
+        for gene, shape in zip(genome.genes, space.shapes(genome)):
+            params = " ".join(f"{k}={v}" for k, v in gene.params.items())
+            lines.append(f"  g{gene.id:<11} {gene.op:<9} {params:<60} -> {shape}")
+    else:
+        lines += [f"  g{gene.id:<11} {gene.summary()}" for gene in genome.genes]
+    model = build(genome, input_shape, num_classes)
+    flops = count_flops(model, input_shape)
+    lines.append(
+        f"  lr {genome.training['lr']:g}; {count_params(model):,} parameters; {flops:,} FLOPs"
+    )
+    lines += [f"  note: outside the configured space: {p}" for p in space.problems(genome)]
+    return lines
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,107 +1,274 @@
-"""Run configuration: defaults, presets, YAML files and dotted `--set` overrides, validated.
+"""Run configuration: typed sections (pydantic), presets, YAML files and dotted `--set` overrides.
 
 Precedence: defaults < preset or config file < `--set key=value` < dedicated CLI flags. Unknown
-keys, wrong types and impossible values raise ConfigError with a one-line message naming the key.
+keys, wrong types and impossible values raise ConfigError with a one-line message naming the key
+(and the closest known key for a typo). This module is also the one place for the names a user
+can write in a config: backends, layer ops, activations, optimizers, strategies, operators.
+`Config.model_json_schema()` (`evonas config schema`) lets editors complete and check YAML files.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from evonas.operators import OPERATORS
+from evonas.objectives import Objective
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key and what was expected."""
 
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "task": {
-        "name": "mnist1d",
-        "options": {},
-        "split_seed": 0,
-        "val_fraction": 0.2,
-        "test_fraction": 0.2,
-    },
-    "space": {
-        "kind": "sequential",
-        "min_layers": 1,
-        "max_layers": 6,
-        "ops": ["conv", "residual", "pool", "dense", "dropout"],
-        "widths": [8, 16, 32, 64],
-        "kernels": [3, 5, 7],
-        "strides": [1, 2],
-        "dilations": [1],
-        "units": [32, 64, 128, 256],
-        "activations": ["relu", "gelu", "silu"],
-        "dropout_rates": [0.1, 0.25, 0.5],
-        "lr_min": 0.0001,
-        "lr_max": 0.03,
-        "prune_fraction": 0.25,
-    },
-    "training": {
-        "evaluator": "builtin",
-        "optimizer": "adam",
-        "epochs": 5,
-        "batch_size": 64,
-        "weight_decay": 0.0,
-        "threads": 1,
-        "timeout": 0.0,
-        "save_weights": True,
-        "finetune_epochs": 1,
-        "inherit_weights": False,
-        "prune_importance": "l1",
-        "distill_from": "",
-        "distill_alpha": 0.5,
-        "distill_temperature": 4.0,
-    },
-    "search": {
-        "strategy": "auto",
-        "population": 12,
-        "offspring": 0,
-        "generations": 5,
-        "objectives": [
-            {"name": "val_accuracy", "goal": "max"},
-            {"name": "params", "goal": "min"},
-        ],
-        "tournament_size": 3,
-        "max_evaluations": 0,
-        "max_time": 0.0,
-        "plot_every": 1,
-        "operators": {},
-        "seed_genomes": [],
-        "seed_run": "",
-        "seed_top": 0,
-        "seed_fill": "sample",
-        "async_window": 0,
-    },
-    "parallel": {
-        "backend": "loky",
-        "n_jobs": 1,
-        "crash_retries": 1,
-        "address": "",
-        "devices": "auto",
-        "evaluations_per_gpu": 1,
-    },
-}
+# --- the names a config may use -----------------------------------------------------------------
 
-STRATEGIES = ("auto", "nsga2", "tournament", "regularized", "local", "random")
+Backend = Literal["loky", "dask", "ray", "inline"]
+LayerOp = Literal["conv", "residual", "pool", "dense", "dropout"]
+Activation = Literal["relu", "gelu", "silu", "tanh", "elu"]
+OptimizerName = Literal["adam", "adamw", "sgd"]
+StrategyName = Literal["auto", "nsga2", "tournament", "regularized", "local", "random"]
+SpaceKind = Literal["sequential", "nb201"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+LAYER_OPS: tuple[str, ...] = get_args(LayerOp)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+STRATEGIES: tuple[str, ...] = get_args(StrategyName)
+SPACE_KINDS: tuple[str, ...] = get_args(SpaceKind)
 SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
-SPACES = ("sequential", "nb201")
-BACKENDS = ("loky", "dask", "ray", "inline")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-PRUNE_IMPORTANCE = ("l1", "bn")
-DISTILL_FROM = ("", "seed", "best")
-OPS = ("conv", "residual", "pool", "dense", "dropout")
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
-# Keys whose value is a free-form mapping (passed to user code) or a list of records.
-FREE_FORM = {"task.options", "search.operators", "search.objectives"}
+# Variation operators by the kind of space they work on; evonas.operators binds each name to its
+# function (and refuses to register a name that is not listed here).
+OPERATOR_NAMES: dict[str, tuple[str, ...]] = {
+    "sequential": ("add_layer", "remove_layer", "change_op", "change_width", "change_kernel",
+                   "change_activation", "change_lr", "crossover", "prune", "cut"),
+    "nb201": ("mutate_edge", "crossover_edges"),
+}  # fmt: skip
+# Settings that may change when a run is resumed; anything else would break the replay. The
+# parallel settings change where evaluations run, never their results.
+RESUMABLE = (
+    "search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs",
+    "parallel.backend", "parallel.address", "parallel.devices", "parallel.evaluations_per_gpu",
+)  # fmt: skip
+
+
+def _fraction(value: float) -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _not_empty(values: list) -> list:
+    if not values:
+        raise ValueError("must not be empty")
+    return values
+
+
+Fraction = Annotated[float, AfterValidator(_fraction)]
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Choices = Annotated[list[Annotated[int, Field(gt=0)]], AfterValidator(_not_empty)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class Task(Section):
+    name: str = Field("mnist1d", description="digits | mnist1d | synthetic | fashion_mnist | "
+                      "table | pkg.module:function (your own data)")  # fmt: skip
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the task")
+    split_seed: Count = 0
+    val_fraction: Fraction = 0.2
+    test_fraction: Fraction = 0.2
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name:
+            raise ValueError("must not be empty")
+        return name
+
+
+class Space(Section):
+    kind: SpaceKind = Field("sequential", description="sequential (macro space) | nb201 (cell)")
+    min_layers: Count = 1
+    max_layers: Positive = 6
+    ops: Annotated[list[LayerOp], AfterValidator(_not_empty)] = list(LAYER_OPS)
+    widths: Choices = [8, 16, 32, 64]
+    kernels: Choices = [3, 5, 7]
+    strides: Choices = [1, 2]
+    dilations: Choices = [1]
+    units: Choices = [32, 64, 128, 256]
+    activations: Annotated[list[Activation], AfterValidator(_not_empty)] = ["relu", "gelu", "silu"]
+    dropout_rates: Annotated[list[float], AfterValidator(_not_empty)] = [0.1, 0.25, 0.5]
+    lr_min: float = Field(0.0001, gt=0, description="the learning rate gene's lower bound")
+    lr_max: float = Field(0.03, gt=0)
+    prune_fraction: Fraction = Field(0.25, description="share of channels prune and cut remove")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Space:
+        if self.max_layers < max(1, self.min_layers):
+            raise ValueError(
+                f"space.max_layers: must be >= max(1, space.min_layers), got {self.max_layers}"
+            )
+        if not self.lr_min <= self.lr_max:
+            raise ValueError(
+                f"space.lr_min/lr_max: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"
+            )
+        if not all(0 <= r < 1 for r in self.dropout_rates):
+            raise ValueError("space.dropout_rates: values must be in [0, 1)")
+        return self
+
+
+class Training(Section):
+    evaluator: str = Field("builtin", description="builtin | pkg.module:function | file.py:fn")
+    optimizer: OptimizerName = "adam"
+    epochs: Positive = Field(5, description="epochs of a model trained from scratch")
+    batch_size: Positive = 64
+    weight_decay: float = Field(0.0, ge=0)
+    threads: Positive = Field(1, description="torch threads per evaluation")
+    timeout: float = Field(0.0, ge=0, description="seconds per evaluation; 0 = none")
+    save_weights: bool = True
+    finetune_epochs: Count = Field(1, description="epochs of an inherited child or a seed")
+    inherit_weights: bool = False
+    prune_importance: Literal["l1", "bn"] = "l1"
+    distill_from: Literal["", "seed", "best"] = ""
+    distill_alpha: float = Field(0.5, ge=0, le=1)
+    distill_temperature: float = Field(4.0, gt=0)
+
+    @field_validator("evaluator")
+    @classmethod
+    def _reference(cls, evaluator: str) -> str:
+        if evaluator != "builtin" and ":" not in evaluator:
+            raise ValueError(f"expected 'builtin' or pkg.module:function, got {evaluator!r}")
+        return evaluator
+
+
+class Search(Section):
+    strategy: StrategyName = Field("auto", description="auto: nsga2 for several objectives, "
+                                   "else local")  # fmt: skip
+    population: int = Field(12, ge=2)
+    offspring: Count = Field(0, description="children per generation; 0 = the strategy's default")
+    generations: Count = Field(5, description="generations after generation 0")
+    objectives: Annotated[list[Objective], AfterValidator(_not_empty)] = [
+        Objective("val_accuracy", "max"),
+        Objective("params", "min"),
+    ]
+    tournament_size: Positive = 3
+    max_evaluations: Count = 0
+    max_time: float = Field(0.0, ge=0, description="seconds of run time; 0 = no limit")
+    plot_every: Count = Field(1, description="redraw plots every N generations; 0 = never")
+    operators: dict[str, Any] = Field(default_factory=dict, description="name -> weight")
+    seed_genomes: list[str] = []
+    seed_run: str = ""
+    seed_top: Count = 0
+    seed_fill: Literal["sample", "mutate"] = "sample"
+    async_window: Count = Field(0, description="regularized: children in flight, no barrier")
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, objectives: list[Objective]) -> list[Objective]:
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError("each metric may appear once")
+        return objectives
+
+
+class Parallel(Section):
+    backend: Backend = Field("loky", description="loky | dask | ray | inline (table lookups)")
+    n_jobs: Positive = Field(1, description="evaluations at a time")
+    crash_retries: Count = 1
+    address: str = Field("", description="an existing Dask scheduler or Ray cluster")
+    devices: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)] = Field(
+        "auto", description="auto | cpu | GPU ids such as '0,1'"
+    )
+    evaluations_per_gpu: Positive = 1
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, devices: str) -> str:
+        if devices not in ("auto", "cpu") and not all(p.strip() for p in devices.split(",")):
+            raise ValueError(f"expected 'auto', 'cpu' or GPUs such as '0,1', got {devices!r}")
+        return devices
+
+
+class Config(Section):
+    seed: Count = 0
+    task: Task = Field(default_factory=Task)
+    space: Space = Field(default_factory=Space)
+    training: Training = Field(default_factory=Training)
+    search: Search = Field(default_factory=Search)
+    parallel: Parallel = Field(default_factory=Parallel)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        search = self.search
+        if search.strategy in SINGLE_OBJECTIVE and len(search.objectives) != 1:
+            raise ValueError(
+                f"search.objectives: strategy '{search.strategy}' needs exactly one objective "
+                "(use nsga2 or random for several)"
+            )
+        if search.async_window and self.strategy != "regularized":
+            raise ValueError(
+                "search.async_window: the steady-state mode is for search.strategy: regularized"
+            )
+        if search.max_evaluations and search.max_evaluations < search.population:
+            raise ValueError("search.max_evaluations: must be 0 (no limit) or >= search.population")
+        if self.parallel.address and self.parallel.backend not in ("dask", "ray"):
+            raise ValueError("parallel.address: only for backend dask or ray")
+        _check_operators(search.operators, self.space.kind)
+        return self
+
+    @property
+    def strategy(self) -> str:
+        """The strategy to run: `auto` is nsga2 with several objectives, else local search."""
+        if self.search.strategy != "auto":
+            return self.search.strategy
+        return "nsga2" if len(self.search.objectives) > 1 else "local"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for config.yaml, the journal's meta and workers)."""
+        return self.model_dump(mode="json")
+
+
+def _check_operators(weights: dict[str, Any], space_kind: str) -> None:
+    if not weights:
+        return  # the space's default operators
+    known = sorted(OPERATOR_NAMES[space_kind])
+    for name, weight in weights.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"search.operators.{name}: unknown operator for a {space_kind} space{hint}; "
+                f"expected one of {known}"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ValueError(
+                f"search.operators.{name}: weight must be a number >= 0, got {weight!r}"
+            )
+    if sum(weights.values()) <= 0:
+        raise ValueError("search.operators: at least one weight must be > 0")
+
+
+DEFAULTS: dict[str, Any] = Config().to_dict()
+
+
+# --- reading settings -----------------------------------------------------------------------
 
 
 def preset_names() -> list[str]:
@@ -151,39 +318,30 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _is_section(dotted: str) -> bool:
+    return dotted in Config.model_fields and dotted != "seed"
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> None:
+    """Deep-merge settings: sections merge key by key, any other value (a free-form mapping such
+    as task.options included) is replaced. Unknown keys are kept for validation to name."""
     for key, value in override.items():
         dotted = f"{prefix}{key}"
-        if not isinstance(key, str) or key not in base:
-            raise ConfigError(f"{dotted}: unknown setting")
-        if dotted in FREE_FORM or not isinstance(base[key], dict):
-            base[key] = copy.deepcopy(value)
-        elif isinstance(value, dict):
+        if _is_section(dotted) and isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value, prefix=f"{dotted}.")
         else:
-            raise ConfigError(f"{dotted}: expected a mapping of settings, got {value!r}")
+            base[key] = copy.deepcopy(value)
 
 
 def _set_path(config: dict[str, Any], path: list[str], value: Any) -> None:
     node = config
-    for i, key in enumerate(path[:-1]):
-        dotted = ".".join(path[: i + 1])
-        if dotted in FREE_FORM:
-            node = node.setdefault(key, {})
-            continue
-        if key not in node or not isinstance(node[key], dict):
-            raise ConfigError(f"{dotted}: unknown setting")
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            if key in node:  # a dotted key through a plain value
+                raise ConfigError(f"{'.'.join(path)}: unknown setting")
+            node[key] = {}
         node = node[key]
-    dotted = ".".join(path)
-    parent = ".".join(path[:-1])
-    if path[-1] not in node and parent not in FREE_FORM:
-        raise ConfigError(f"{dotted}: unknown setting")
-    if isinstance(node.get(path[-1]), dict) and dotted not in FREE_FORM:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{dotted}: expected a mapping of settings, got {value!r}")
-        _merge(node[path[-1]], value, prefix=f"{dotted}.")
-        return
-    node[path[-1]] = value
+    _merge(node, {path[-1]: value}, prefix=".".join(path[:-1]) + "." if path[:-1] else "")
 
 
 def resolve(
@@ -192,247 +350,92 @@ def resolve(
     sets: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Config:
     """Build and validate the full config; `base` is a dict of settings merged over the
-    defaults, `overrides` maps dotted keys to values."""
-    config = copy.deepcopy(DEFAULTS)
-    if base:
-        _merge(config, base)
+    defaults, `overrides` maps dotted keys to values (None = not given)."""
     if preset and config_file:
         raise ConfigError("--config and --preset: give one, not both")
-    if preset:
-        _merge(config, load_preset(preset))
-    if config_file:
-        _merge(config, load_file(config_file))
+    settings = copy.deepcopy(DEFAULTS)
+    for layer in (base, load_preset(preset) if preset else None,
+                  load_file(config_file) if config_file else None):  # fmt: skip
+        if layer:
+            _merge(settings, layer)
     for assignment in sets or []:
-        _set_path(config, *parse_set(assignment))
+        _set_path(settings, *parse_set(assignment))
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_path(config, dotted.split("."), value)
-    validate(config)
-    return config
+            _set_path(settings, dotted.split("."), value)
+    return validate(settings)
 
 
-def _check_type(dotted: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{dotted}: expected {type(default).__name__}, got {value!r}")
+def validate(settings: dict[str, Any]) -> Config:
+    """A Config from plain settings; ConfigError names the first problem."""
+    try:
+        return Config.model_validate(settings)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0])) from None
 
 
-def _check_types(config: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> None:
-    for key, default in defaults.items():
-        dotted = f"{prefix}{key}"
-        value = config[key]
-        if isinstance(default, dict) and dotted not in FREE_FORM:
-            _check_types(value, default, prefix=f"{dotted}.")
-        else:
-            _check_type(dotted, value, default)
+def _message(error: dict[str, Any]) -> str:
+    """One line for pydantic's first error: `dotted.key: what was expected, got what`."""
+    loc = list(error["loc"])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    item = bool(loc) and isinstance(loc[-1], int) and not _is_record_list(loc)
+    while loc and isinstance(loc[-1], int) and item:
+        loc.pop()
+    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+        return text if _QUALIFIED.match(text) else f"{dotted}: {text}"
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        return f"{dotted}: unknown setting" + (f"; did you mean {close[0]}?" if close else "")
+    if kind in ("model_type", "dict_type", "dataclass_type", "model_attributes_type"):
+        return f"{dotted}: expected a mapping of settings, got {value!r}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        if item:
+            return f"{dotted}: {value!r} is not one of [{expected}]"
+        return f"{dotted}: expected one of [{expected}], got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = {
+            "greater_than": "> {gt}",
+            "greater_than_equal": ">= {ge}",
+            "less_than": "< {lt}",
+            "less_than_equal": "<= {le}",
+        }[kind].format(**ctx)
+        if item:
+            return f"{dotted}: values must be {bound}, found {value!r}"
+        return f"{dotted}: must be {bound}, got {value!r}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        expected = kind.removesuffix("_type").removesuffix("_parsing").replace("string", "str")
+        expected = {"list": "a list", "float": "a number"}.get(expected, expected)
+        where = "a list of " if item else ""
+        return f"{dotted}: expected {where}{expected}, got {value!r}"
+    if kind == "missing":
+        return f"{dotted}: missing"
+    return f"{dotted}: {error['msg']}"
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+# A validator's message that already names its key (`search.operators.x: ...`).
+_QUALIFIED = re.compile(r"^(task|space|training|search|parallel)\.[^:\s]+:")
 
 
-def _check_choices(dotted: str, values: list[Any], allowed: tuple | None, kind: type) -> None:
-    _require(len(values) > 0, f"{dotted}: must not be empty")
-    for value in values:
-        _require(
-            isinstance(value, kind) and not isinstance(value, bool),
-            f"{dotted}: expected a list of {kind.__name__}, found {value!r}",
-        )
-        if allowed is not None:
-            _require(value in allowed, f"{dotted}: {value!r} is not one of {list(allowed)}")
-        elif kind is int:
-            _require(value > 0, f"{dotted}: values must be > 0, found {value!r}")
+def _is_record_list(loc: list) -> bool:
+    """True for an index into a list of records (search.objectives[0]), not of values."""
+    return loc[:2] == ["search", "objectives"] and len(loc) >= 3
 
 
-def validate(config: dict[str, Any]) -> None:
-    """Raise ConfigError for the first problem found."""
-    _check_types(config, DEFAULTS)
-    _require(config["seed"] >= 0, f"seed: must be >= 0, got {config['seed']}")
-    task = config["task"]
-    _require(bool(task["name"]), "task.name: must not be empty")
-    _require(isinstance(task["options"], dict), "task.options: expected a mapping")
-    for key in ("val_fraction", "test_fraction"):
-        _require(0 < task[key] < 1, f"task.{key}: must be between 0 and 1, got {task[key]}")
-
-    space = config["space"]
-    _require(
-        space["kind"] in SPACES,
-        f"space.kind: expected one of {list(SPACES)}, got {space['kind']!r}",
-    )
-    _require(space["min_layers"] >= 0, "space.min_layers: must be >= 0")
-    _require(
-        space["max_layers"] >= max(1, space["min_layers"]),
-        f"space.max_layers: must be >= max(1, space.min_layers), got {space['max_layers']}",
-    )
-    _check_choices("space.ops", space["ops"], OPS, str)
-    _check_choices("space.activations", space["activations"], ACTIVATIONS, str)
-    for key in ("widths", "kernels", "strides", "dilations", "units"):
-        _check_choices(f"space.{key}", space[key], None, int)
-    _require(
-        0 < space["prune_fraction"] < 1,
-        f"space.prune_fraction: must be between 0 and 1, got {space['prune_fraction']}",
-    )
-    _check_choices("space.dropout_rates", space["dropout_rates"], None, float)
-    _require(
-        all(0 <= r < 1 for r in space["dropout_rates"]),
-        "space.dropout_rates: values must be in [0, 1)",
-    )
-    _require(
-        0 < space["lr_min"] <= space["lr_max"],
-        f"space.lr_min/lr_max: need 0 < lr_min <= lr_max, got {space['lr_min']}, {space['lr_max']}",
-    )
-
-    training = config["training"]
-    if training["evaluator"] != "builtin":
-        _require(
-            ":" in training["evaluator"],
-            f"training.evaluator: expected 'builtin' or pkg.module:function, "
-            f"got {training['evaluator']!r}",
-        )
-    _require(
-        training["optimizer"] in OPTIMIZERS,
-        f"training.optimizer: expected one of {list(OPTIMIZERS)}, got {training['optimizer']!r}",
-    )
-    for key in ("epochs", "batch_size", "threads"):
-        _require(training[key] >= 1, f"training.{key}: must be >= 1, got {training[key]}")
-    _require(training["weight_decay"] >= 0, "training.weight_decay: must be >= 0")
-    _require(
-        training["finetune_epochs"] >= 0, "training.finetune_epochs: must be >= 0 (0 = no training)"
-    )
-    _require(
-        training["prune_importance"] in PRUNE_IMPORTANCE,
-        f"training.prune_importance: expected one of {list(PRUNE_IMPORTANCE)}, "
-        f"got {training['prune_importance']!r}",
-    )
-    _require(
-        training["distill_from"] in DISTILL_FROM,
-        f"training.distill_from: expected '' (off), 'seed' or 'best', "
-        f"got {training['distill_from']!r}",
-    )
-    _require(0 <= training["distill_alpha"] <= 1, "training.distill_alpha: must be in [0, 1]")
-    _require(training["distill_temperature"] > 0, "training.distill_temperature: must be > 0")
-    _require(training["timeout"] >= 0, "training.timeout: must be >= 0 seconds (0 = no limit)")
-
-    search = config["search"]
-    _require(
-        search["strategy"] in STRATEGIES,
-        f"search.strategy: expected one of {list(STRATEGIES)}, got {search['strategy']!r}",
-    )
-    _require(
-        search["population"] >= 2, f"search.population: must be >= 2, got {search['population']}"
-    )
-    _require(search["generations"] >= 0, "search.generations: must be >= 0")
-    _require(search["tournament_size"] >= 1, "search.tournament_size: must be >= 1")
-    _validate_objectives(search["objectives"])
-    if search["strategy"] in SINGLE_OBJECTIVE:
-        _require(
-            len(search["objectives"]) == 1,
-            f"search.objectives: strategy '{search['strategy']}' needs exactly one objective "
-            "(use nsga2 or random for several)",
-        )
-    _require(
-        search["offspring"] >= 0, "search.offspring: must be >= 0 (0 = the strategy's default)"
-    )
-    _require(search["async_window"] >= 0, "search.async_window: must be >= 0 (0 = off)")
-    _require(
-        search["async_window"] == 0 or strategy_name(config) == "regularized",
-        "search.async_window: the steady-state mode is for search.strategy: regularized",
-    )
-    _require(search["plot_every"] >= 0, "search.plot_every: must be >= 0 (0 = no plots)")
-    _validate_operators(search["operators"], space["kind"])
-    parallel = config["parallel"]
-    _require(
-        parallel["backend"] in BACKENDS,
-        f"parallel.backend: expected one of {list(BACKENDS)}, got {parallel['backend']!r}",
-    )
-    _require(parallel["n_jobs"] >= 1, "parallel.n_jobs: must be >= 1")
-    _require(config["parallel"]["crash_retries"] >= 0, "parallel.crash_retries: must be >= 0")
-    _require(parallel["evaluations_per_gpu"] >= 1, "parallel.evaluations_per_gpu: must be >= 1")
-    devices = parallel["devices"]
-    _require(
-        devices in ("auto", "cpu") or all(part.strip() for part in str(devices).split(",")),
-        f"parallel.devices: expected 'auto', 'cpu' or GPUs such as '0,1', got {devices!r}",
-    )
-    _require(
-        not parallel["address"] or parallel["backend"] in ("dask", "ray"),
-        "parallel.address: only for backend dask or ray",
-    )
-    _require(search["max_time"] >= 0, "search.max_time: must be >= 0 seconds (0 = no limit)")
-    _require(
-        search["max_evaluations"] == 0 or search["max_evaluations"] >= search["population"],
-        "search.max_evaluations: must be 0 (no limit) or >= search.population",
-    )
+def _fields_at(loc: list) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
 
 
-def _validate_objectives(objectives: Any) -> None:
-    _require(
-        isinstance(objectives, list) and len(objectives) > 0,
-        "search.objectives: expected a non-empty list of {name, goal}",
-    )
-    names = []
-    for i, objective in enumerate(objectives):
-        where = f"search.objectives[{i}]"
-        _require(isinstance(objective, dict), f"{where}: expected a mapping {{name, goal}}")
-        extra = set(objective) - {"name", "goal"}
-        _require(not extra, f"{where}.{sorted(extra)[0] if extra else ''}: unknown setting")
-        name, goal = objective.get("name"), objective.get("goal")
-        _require(
-            isinstance(name, str) and name.isidentifier(),
-            f"{where}.name: expected a metric name, got {name!r}",
-        )
-        _require(goal in ("max", "min"), f"{where}.goal: expected 'max' or 'min', got {goal!r}")
-        names.append(name)
-    _require(len(set(names)) == len(names), "search.objectives: each metric may appear once")
-
-
-def _validate_operators(weights: Any, space_kind: str) -> None:
-    _require(isinstance(weights, dict), "search.operators: expected a mapping name -> weight")
-    if not weights:
-        return  # the space's default operators
-    known = sorted(name for name, op in OPERATORS.items() if op.space == space_kind)
-    for name, weight in weights.items():
-        _require(
-            name in known,
-            f"search.operators.{name}: unknown operator for a {space_kind} space; "
-            f"expected one of {known}",
-        )
-        _require(
-            isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0,
-            f"search.operators.{name}: weight must be a number >= 0, got {weight!r}",
-        )
-    _require(sum(weights.values()) > 0, "search.operators: at least one weight must be > 0")
-
-
-def space_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The `space` section as keyword arguments of SequentialSpace."""
-    space = config["space"]
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in space.items() if k != "kind"}
-
-
-def strategy_name(config: dict[str, Any]) -> str:
-    """The strategy to run: `auto` is nsga2 with several objectives, else local search."""
-    search = config["search"]
-    if search["strategy"] != "auto":
-        return search["strategy"]
-    return "nsga2" if len(search["objectives"]) > 1 else "local"
-
-
-def operator_weights(config: dict[str, Any]) -> dict[str, float]:
-    from evonas.operators import DEFAULT_WEIGHTS, PRUNING_WEIGHTS
-
-    if config["search"]["operators"]:
-        return config["search"]["operators"]
-    kind = config["space"]["kind"]
-    if config["training"]["inherit_weights"] and kind == "sequential":
-        return {**DEFAULT_WEIGHTS[kind], **PRUNING_WEIGHTS}
-    return DEFAULT_WEIGHTS[kind]
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -14,8 +14,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from evonas.config import Parallel
 
 _LEASE: tuple[tuple, str | None, IO | None] | None = None  # (settings, GPU, its lock file)
 
@@ -76,3 +80,24 @@ def lease(gpus: list[str], per_gpu: int, folder: str) -> str | None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no free slot: this worker sees no GPU
     _LEASE = (settings, None, None)
     return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's evaluations go: GPUs (if any), whether evaluations ask for one, the lease
+    settings of local workers, and what each task needs from a cluster worker."""
+
+    gpus: tuple[str, ...]
+    device: str  # gpu | cpu
+    lease: dict | None
+    resources: dict | None
+
+
+def placement(parallel: Parallel) -> Placement:
+    """Where the evaluations of a config's `parallel` section go."""
+    gpus = tuple(gpu_ids(parallel.devices))
+    # Workers on this node lease GPUs; an existing cluster places GPU work itself.
+    local = parallel.backend in ("loky", "inline") or not parallel.address
+    settings = {"gpus": list(gpus), "per_gpu": parallel.evaluations_per_gpu, "folder": lease_dir()}
+    lease = settings if gpus and local else None
+    return Placement(gpus, "gpu" if gpus else "cpu", lease, {"GPU": 1} if gpus else None)

@@ -1,8 +1,9 @@
-"""Worker side: `run_job(job) -> result`, both plain dicts.
+"""Worker side: `run_job(job) -> result`, both plain dicts (`Job.to_dict()` / `Result.to_dict()`).
 
-A job carries everything an evaluation needs (uid, genome dict, seed, task spec, training settings,
-optional user evaluator); the result carries the uid back with a status, an error message and the
-metrics. Every exception becomes a failed result: failure is data, the run goes on.
+A job carries everything an evaluation needs (uid, genome dict, seed, task spec, training
+settings, an optional user evaluator, where weights come from and go to); the result carries the
+uid back with a status, an error message and the metrics. Every exception becomes a failed result:
+failure is data, the run goes on.
 """
 
 from __future__ import annotations
@@ -17,46 +18,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-OK, FAILED, TIMEOUT, CRASHED, OOM = "ok", "failed", "timeout", "crashed", "oom"
-STATUSES = (OK, FAILED, TIMEOUT, CRASHED, OOM)
+from evonas.records import FAILED, OK, OOM, TIMEOUT, Job, Result, check_metric_name
+
+# The metrics the built-in trainer reports (test_accuracy when the task has a test split,
+# inherited_share when a child inherits weights).
+BUILTIN_METRICS = ("val_accuracy", "test_accuracy", "params", "flops", "size_bytes", "latency_ms",
+                   "train_loss", "train_seconds", "epochs", "inherited_share")  # fmt: skip
 
 
 class EvaluationTimeout(TimeoutError):
     """The evaluation ran past `training.timeout` seconds of wall clock."""
 
 
-def evaluation_seed(run_seed: int, uid: int) -> int:
-    """The seed of one evaluation, a function of the run seed and the uid only."""
-    return (run_seed * 1_000_003 + uid * 7_919 + 12_345) % (2**31 - 1)
-
-
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
+def run_job(job_data: dict[str, Any]) -> dict[str, Any]:
     """Evaluate one job; never raises for a failing evaluation (the status says what happened)."""
+    job = Job.from_dict(job_data)
     started = time.time()
-    result: dict[str, Any] = {"uid": job["uid"], "worker": os.getpid(), "started_at": started}
-    timeout = float(job["training"].get("timeout") or 0)
+    gpu, status, error, metrics, trace = None, OK, None, {}, None
     try:
-        if job.get("lease"):
+        if job.lease:
             from evonas.devices import lease
 
-            result["gpu"] = lease(**job["lease"])
-        with _alarm(timeout):
+            gpu = lease(**job.lease)
+        with _alarm(float(job.training.get("timeout") or 0)):
             metrics = _evaluate(job)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
-        result.update(status=OK, error=None, metrics=metrics)
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
-        result.update(status=_status_of(exc), error=_one_line(exc), metrics={})
-        result["traceback"] = traceback.format_exc(limit=8)
-    result["device"] = _device_name(job, result.get("gpu"))
-    result["finished_at"] = time.time()
-    return result
+        status, error, metrics = _status_of(exc), _one_line(exc), {}
+        trace = traceback.format_exc(limit=8)
+    result = Result(job.uid, status, error, metrics, worker=str(os.getpid()),
+                    device=_device_name(job, gpu), gpu=gpu, started_at=started,
+                    finished_at=time.time(), traceback=trace)  # fmt: skip
+    return result.to_dict()
 
 
-def _device_name(job: dict[str, Any], gpu: str | None) -> str:
+def _device_name(job: Job, gpu: str | None) -> str:
     """Where the evaluation ran: `cuda:<physical id>` (or `cuda` on a cluster worker), or cpu."""
-    if job.get("device") != "gpu":
+    if job.device != "gpu":
         return "cpu"
     import torch
 
@@ -65,13 +65,13 @@ def _device_name(job: dict[str, Any], gpu: str | None) -> str:
     return "cuda" if gpu is None else f"cuda:{gpu}"
 
 
-def _evaluate(job: dict[str, Any]) -> dict[str, float]:
-    if job.get("evaluator"):
+def _evaluate(job: Job) -> dict[str, float]:
+    if job.evaluator:
         return _run_user_evaluator(job)
-    if job["task"]["name"] == "table":
+    if job.task["name"] == "table":
         from evonas.tasks import table_lookup
 
-        return table_lookup(job["task"].get("options") or {}, job["key"])
+        return table_lookup(job.task.get("options") or {}, job.key)
     return _train_builtin(job)
 
 
@@ -124,43 +124,44 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _run_user_evaluator(job: dict[str, Any]) -> dict[str, float]:
+def _run_user_evaluator(job: Job) -> dict[str, float]:
     from evonas.plugins import load_callable
 
-    fn = load_callable(job["evaluator"], what="training.evaluator")
-    metrics = fn(dict(job["genome"]), int(job["seed"]), dict(job["training"]))
+    fn = load_callable(job.evaluator, what="training.evaluator")
+    metrics = fn(dict(job.genome), int(job.seed), dict(job.training))
     if not isinstance(metrics, dict):
         raise TypeError(f"evaluator must return dict[str, float], got {type(metrics).__name__}")
+    for name in metrics:
+        check_metric_name(str(name))
     try:
         return {str(k): float(v) for k, v in metrics.items()}
     except (TypeError, ValueError) as exc:
         raise TypeError(f"evaluator returned a non-numeric metric ({exc})") from None
 
 
-def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
+def _train_builtin(job: Job) -> dict[str, float]:
     import torch
 
     from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
     from evonas.train import accuracy, train
+    from evonas.weights import load_state_dict, save_state_dict
 
-    settings = job["training"]
+    settings = job.training
     torch.set_num_threads(int(settings.get("threads", 1)))
-    data = load_task(job["task"])
-    seed = int(job["seed"])
+    data = load_task(job.task)
+    seed = int(job.seed)
     torch.manual_seed(seed)
-    model = build(job["genome"], data.input_shape, data.num_classes)
-    on_gpu = job.get("device") == "gpu" and torch.cuda.is_available()
+    model = build(job.genome, data.input_shape, data.num_classes)
+    on_gpu = job.device == "gpu" and torch.cuda.is_available()
     metrics: dict[str, float] = {}
-    if job.get("init_weights"):
-        from evonas.export import load_state_dict
-
-        model.load_state_dict(load_state_dict(job["init_weights"]))
+    if job.init_weights:
+        model.load_state_dict(load_state_dict(job.init_weights))
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
-    elif job.get("inherit"):
+    elif job.inherit:
         from evonas.inherit import inherit
 
-        share = inherit(model, job["genome"], data.input_shape, job["inherit"], seed)
+        share = inherit(model, job.genome, data.input_shape, job.inherit, seed)
         metrics["inherited_share"] = share
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
     if on_gpu:
@@ -168,8 +169,8 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
     metrics["params"] = float(count_params(model))
     metrics["flops"] = float(count_flops(model, data.input_shape))
     metrics["epochs"] = float(settings["epochs"])
-    lr = float(job["genome"]["training"]["lr"])
-    teacher_logits = _teacher_logits(job["teacher"], data) if job.get("teacher") else None
+    lr = float(job.genome["training"]["lr"])
+    teacher_logits = _teacher_logits(job.teacher, data) if job.teacher else None
     if settings["epochs"] > 0:
         metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed, teacher_logits))
     metrics["val_accuracy"] = accuracy(
@@ -180,8 +181,8 @@ def _train_builtin(job: dict[str, Any]) -> dict[str, float]:
         metrics["test_accuracy"] = accuracy(model, x_test, y_test)
     metrics["size_bytes"] = float(size_bytes(model))
     metrics["latency_ms"] = latency_ms(model, data.input_shape)
-    if job.get("weights_path"):
-        save_state_dict(model, job["weights_path"])
+    if job.weights_path:
+        save_state_dict(model, job.weights_path)
     return metrics
 
 
@@ -190,8 +191,8 @@ _TEACHER_LOGITS: dict[str, Any] = {}  # per worker: a teacher's outputs, compute
 
 def _teacher_logits(teacher: dict[str, Any], data: Any) -> Any:
     from evonas.builder import build
-    from evonas.export import load_state_dict
     from evonas.train import logits_of
+    from evonas.weights import load_state_dict
 
     key = f"{teacher['weights']}@{id(data)}"  # load_task keeps one data object per task
     if key not in _TEACHER_LOGITS:
@@ -200,13 +201,3 @@ def _teacher_logits(teacher: dict[str, Any], data: Any) -> Any:
         _TEACHER_LOGITS.clear()
         _TEACHER_LOGITS[key] = logits_of(model, data.x_train)
     return _TEACHER_LOGITS[key]
-
-
-def save_state_dict(model: Any, path: str) -> None:
-    """Write a state_dict atomically (readable with torch.load(weights_only=True))."""
-    import torch
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)

@@ -11,7 +11,6 @@ Formats:
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,11 @@ from torch import nn
 
 from evonas.builder import build
 from evonas.genome import Genome, GenomeError, load_genome, parse_genome
-from evonas.store import UnsafeFileError
+from evonas.weights import UnsafeFileError, load_state_dict
 
 FORMATS = ("state_dict", "torchscript", "onnx")
 SUFFIX = {"state_dict": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
 MARK = "evonas-model/1"
-
-
-def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """`torch.load(weights_only=True)` with a clear error instead of running a payload."""
-    path = Path(path)
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise UnsafeFileError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeFileError(
-            f"{path}: not a plain state_dict; refusing to unpickle arbitrary objects ({first})"
-        ) from None
 
 
 def write_model(

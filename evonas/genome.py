@@ -55,6 +55,24 @@ class Gene:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "op": self.op, **self.params}
 
+    def summary(self) -> str:
+        p = self.params
+        if self.op in ("conv", "residual"):
+            parts = [self.op, str(p["width"]), f"k{p['kernel']}"]
+            parts += [f"s{p['stride']}"] if p.get("stride", 1) != 1 else []
+            parts += [f"d{p['dilation']}"] if p.get("dilation", 1) != 1 else []
+            parts += [p["activation"]] + (["bn"] if p.get("batch_norm") else [])
+            return " ".join(parts)
+        if self.op == "pool":
+            return f"pool {p['kind']}{p['size']}"
+        if self.op == "dense":
+            return f"dense {p['units']} {p['activation']}"
+        if self.op == "dropout":
+            return f"dropout {p['rate']:g}"
+        if self.op == "edge":
+            return f"{p['source']}->{p['target']} {p['operation']}"
+        return self.op
+
 
 @dataclass(frozen=True)
 class Genome:
@@ -85,6 +103,11 @@ class Genome:
 
     def gene_ids(self) -> list[int]:
         return [g.id for g in self.genes]
+
+    def summary(self) -> str:
+        """One readable line: `conv 16 k3 -> pool max -> dense 64 (lr 0.003)`."""
+        layers = " -> ".join(gene.summary() for gene in self.genes) or "(head only)"
+        return f"{layers} (lr {self.training.get('lr', 0):.3g})"
 
     @staticmethod
     def from_dict(data: Any, where: str = "genome") -> Genome:

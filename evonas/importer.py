@@ -30,7 +30,7 @@ POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
 GLOBAL_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 
 
-class ImportError_(ValueError):
+class UnsupportedModelError(ValueError):
     """A model evonas cannot represent; the message lists what and where."""
 
 
@@ -68,7 +68,7 @@ def chain(model: nn.Module) -> list[Step]:
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # any tracing failure of user code
-        raise ImportError_(
+        raise UnsupportedModelError(
             f"cannot trace the model with torch.fx ({exc}); use nn.Sequential"
         ) from None
     modules = dict(model.named_modules())
@@ -218,7 +218,7 @@ def to_genome(
     elif num_classes is not None and head.out_features != num_classes:
         unsupported.append(f"last Linear has {head.out_features} outputs, not {num_classes}")
     if unsupported:
-        raise ImportError_("unsupported: " + "; ".join(unsupported))
+        raise UnsupportedModelError("unsupported: " + "; ".join(unsupported))
     del spatial
     sources.append((head,))
     return Genome(genes=tuple(genes)), sources
@@ -283,7 +283,7 @@ def import_model(
     model = model.eval()
     shape = tuple(input_shape) if input_shape else infer_input_shape(model)
     if shape is None:
-        raise ImportError_("cannot infer the input shape of a convolutional model; "
+        raise UnsupportedModelError("cannot infer the input shape of a convolutional model; "
                            "pass --input-shape, e.g. 1,40 or 3,32,32")  # fmt: skip
     genome, sources = to_genome(model, shape)
     classes = sources[-1][0].out_features
@@ -293,13 +293,53 @@ def import_model(
     with torch.no_grad():
         expected, got = model(x), rebuilt(x)
     if expected.shape != got.shape or not torch.allclose(expected, got, atol=atol, rtol=1e-4):
-        raise ImportError_(
+        raise UnsupportedModelError(
             "the rebuilt model does not compute the same outputs: evonas's head pools the feature "
             "map globally before the last Linear, so a Linear on a flattened map larger than 1 "
             "(or an unsupported connection) cannot be represented"
         )
     header = {"source": source, "input_shape": list(shape), "num_classes": classes}
     return genome, rebuilt, header
+
+
+def import_from_source(
+    source: str, out: Path, weights: str | None = None, input_shape: str | None = None
+) -> tuple[Genome, dict[str, Any], Path]:
+    """`evonas import`: build the model a factory (`file.py:function` or `pkg.module:function`)
+    returns, load `weights`, import it and write the genome and its weights; returns the
+    genome, its header and the weights file."""
+    from evonas.config import ConfigError
+    from evonas.plugins import PluginError, load_callable
+    from evonas.weights import UnsafeFileError, load_state_dict
+
+    shape = None
+    if input_shape:
+        try:
+            shape = tuple(int(d) for d in input_shape.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--input-shape: expected integers like 1,40, got {input_shape!r}"
+            ) from None
+    factory = load_callable(source, what="SOURCE")
+    try:
+        model = factory()
+    except Exception as exc:  # user code
+        raise PluginError(f"SOURCE: {source} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"SOURCE: {source} returned {type(model).__name__}, not an nn.Module")
+    if weights:
+        try:
+            model.load_state_dict(load_state_dict(weights))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise UnsafeFileError(
+                f"--weights {weights}: does not fit the model ({first})"
+            ) from None
+    try:
+        genome, rebuilt, header = import_model(model, shape, source=source)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{source}: {exc}") from None
+    return genome, header, write_import(genome, rebuilt, header, out)
 
 
 def write_import(genome: Genome, rebuilt: nn.Module, header: dict[str, Any], out: Path) -> Path:

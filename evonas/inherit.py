@@ -1,9 +1,7 @@
-"""Lamarckian weight inheritance: a child starts from its parents' trained weights.
+"""Lamarckian weight inheritance, worker side: a child starts from its parents' trained weights.
 
-Parent side (torch-free): `plan(child, parents, select)` says, for every gene of the child, which
-parent holds the gene with the same stable id; it goes into the child's job as plain data.
-
-Worker side: `inherit(model, genome, input_shape, plan, seed)` copies the parents' tensors into
+The parent decides which parent each gene inherits from (`evonas.weights.plan`, plain data in the
+child's job); `inherit(model, genome, input_shape, plan, seed)` copies the parents' tensors into
 the freshly initialised child. Channels are tracked by *provenance* (which parent gene and channel
 produced them), so every layer reads the right input channels even after pruning, widening,
 insertion or removal of layers and crossover:
@@ -25,63 +23,10 @@ from typing import Any
 
 from evonas.genome import Genome, parse_genome
 from evonas.spaces import chain_shapes
+from evonas.weights import WEIGHTED, load_state_dict
 
-WEIGHTED = ("conv", "dense", "residual")
 SELECT = ("l1", "bn", "random")
 
-
-# --- parent side ------------------------------------------------------------------------------
-
-
-def plan(
-    child: Genome, parents: list[tuple[int, Genome, str]], select: str = "l1"
-) -> dict[str, Any] | None:
-    """Where each gene of `child` inherits from; `parents` are (uid, genome, weights path).
-
-    A gene id shared by several parents (common ancestry) is taken from the parent whose gene
-    has the same parameters and the same neighbours as in the child. None when no gene is shared.
-    """
-    genes: dict[str, int] = {}
-    for position, gene in enumerate(child.genes):
-        scores = [
-            (score, -index)
-            for index, (_, genome, _) in enumerate(parents)
-            if (score := _match(child, position, genome)) is not None
-        ]
-        if scores:
-            genes[str(gene.id)] = -max(scores)[1]
-    if not genes:
-        return None
-    weighted = [g for g in child.genes if g.op in WEIGHTED and str(g.id) in genes]
-    return {
-        "parents": [
-            {"uid": uid, "genome": genome.to_dict(), "weights": weights}
-            for uid, genome, weights in parents
-        ],
-        "genes": genes,
-        "head": genes[str(weighted[-1].id)] if weighted else 0,
-        "select": select,
-    }
-
-
-def _match(child: Genome, position: int, parent: Genome) -> tuple[bool, bool, bool] | None:
-    ids = [g.id for g in parent.genes]
-    gene = child.genes[position]
-    if gene.id not in ids:
-        return None
-    at = ids.index(gene.id)
-    if parent.genes[at].op != gene.op:  # hand-written or imported ids may repeat across lineages
-        return None
-    before = child.genes[position - 1].id if position else None
-    after = child.genes[position + 1].id if position + 1 < len(child.genes) else None
-    return (
-        parent.genes[at].params == gene.params,
-        (ids[at - 1] if at else None) == before,
-        (ids[at + 1] if at + 1 < len(ids) else None) == after,
-    )
-
-
-# --- worker side ------------------------------------------------------------------------------
 
 # Roles of each tensor's leading dimensions inside a layer: `out` channels, `in` channels, `mid`
 # (a residual block's inner channels, which follow its output channels); the rest are kernel taps.
@@ -117,8 +62,6 @@ def inherit(
     """Copy the parents' weights into `model` (built from `genome`) as `plan` says; returns the
     fraction of the model's parameters that were inherited."""
     import torch
-
-    from evonas.export import load_state_dict
 
     genome = parse_genome(genome) if isinstance(genome, dict) else genome
     parents = [(parse_genome(p["genome"]), load_state_dict(p["weights"])) for p in plan["parents"]]

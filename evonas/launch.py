@@ -1,71 +1,142 @@
-"""Starting, resuming and running searches: a run directory and the `Search` that fills it."""
+"""Starting and resuming searches: the checks before a run directory is made, the session that
+fills it, and `search()` for Python users.
+
+`start_search` checks everything it can before writing anything (task, space, seeds, evaluator,
+objectives, cluster), then creates the run directory; `resume_search` reopens one with its
+recorded config (only `RESUMABLE` settings may change). Both return an `Evolution` ready to run;
+`run_to_end` runs it and returns the run's tables.
+"""
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-from evonas import seeds
-from evonas.config import ConfigError, validate
-from evonas.devices import gpu_ids
-from evonas.evolve import Search, SearchResult, make_space, versions
-from evonas.parallel import make_pool
-from evonas.progress import Progress
+from evonas import seeds as seed_files
+from evonas.config import RESUMABLE, Config, ConfigError, resolve, validate
+from evonas.evolve import Evolution
+from evonas.objectives import pareto_front
+from evonas.plots import write_generation_plots
+from evonas.reporters import LogReporter, PlotReporter, ProgressReporter, Reporter, Reporters
+from evonas.seeds import Seed
+from evonas.spaces import Space, make_space
 from evonas.store import RunDirError, Store
+from evonas.tasks import TaskInfo
 
-# The parallel settings change where evaluations run, never their results.
-RESUMABLE = (
-    "search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs",
-    "parallel.backend", "parallel.address", "parallel.devices", "parallel.evaluations_per_gpu",
-)  # fmt: skip
+Echo = Callable[[str], None]
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    state: str  # finished | stopped (a run limit) | interrupted (a signal)
+    reason: str
+    individuals: pd.DataFrame
+    generations: pd.DataFrame
+    pareto: pd.DataFrame
+    chance: dict[str, float]  # accuracy at chance level, per accuracy metric (builtin tasks)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("evonas", "torch", "deap", "numpy", "joblib"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
+    """Everything that can be checked before the run directory exists; a problem is a one-line
+    error naming the setting or file."""
+    from evonas.devices import placement
+    from evonas.pools import make_pool
+
+    space, info = make_space(config)  # the task's data: a missing dataset or module is an error
+    check_metrics(config, space, info)
+    chosen = seed_files.collect(config.search)
+    seed_files.check(chosen, space, info.input_shape if info else None)
+    parallel = config.parallel
+    if parallel.address:  # an unreachable cluster is an error before the run exists
+        where = placement(parallel)
+        make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries, parallel.address,
+                  where.resources)  # fmt: skip
+    return space, info, chosen
+
+
+def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
+    """Every objective must be a metric the evaluation produces: the built-in trainer's, the
+    table's columns (read once), or, for a user's evaluator, what its first success returns
+    (checked then; here only that it can be imported)."""
+    from evonas.evaluate import BUILTIN_METRICS
+    from evonas.objectives import missing_metric
+    from evonas.plugins import load_callable
+    from evonas.tasks import TaskError, table_columns, table_metrics, table_options
+
+    if config.training.evaluator != "builtin":
+        load_callable(config.training.evaluator, what="training.evaluator")
+        return
+    if config.task.name == "table":
+        options = config.task.options
+        columns = table_columns(options)
+        opts = table_options(options)
+        for key, names in (("key", [opts["key"]]), ("fitness", [opts["fitness"]]),
+                           ("report", opts["report"])):  # fmt: skip
+            for name in names:
+                if name not in columns:
+                    raise TaskError(f"task.options.{key}: no column {name!r} in {opts['path']} "
+                                    f"(columns: {', '.join(columns)})")  # fmt: skip
+        available, source = (
+            table_metrics(options),
+            "the table task (its fitness and report columns)",
+        )
+    else:
+        inherits = config.training.inherit_weights and space.inherits_weights
+        available = [m for m in BUILTIN_METRICS if (m != "test_accuracy" or info.has_test)
+                     and (m != "inherited_share" or inherits)]  # fmt: skip
+        source = "the built-in trainer"
+    problem = missing_metric(config.search.objectives, available, source)
+    if problem:
+        raise ConfigError(problem)
 
 
 def start_search(
-    config: dict[str, Any],
-    run_dir: str | Path,
-    log: Callable[[str], None] = print,
-    progress: Progress | None = None,
-) -> Search:
-    """A new run directory and the search that will fill it."""
-    space, _ = make_space(config)  # a bad task or space is an error before anything is written
-    chosen = seeds.collect(config["search"])
-    seeds.check(chosen, space)
-    parallel = config["parallel"]
-    if parallel["address"]:  # an unreachable cluster is an error before the run exists
-        resources = {"GPU": 1} if gpu_ids(parallel["devices"]) else None
-        make_pool(parallel["backend"], parallel["n_jobs"], parallel["crash_retries"],
-                  parallel["address"], resources)  # fmt: skip
-    store = Store.create(run_dir, config)
-    seeds.store(chosen, Path(run_dir))
-    try:
-        return Search(config, store, log, progress)
-    except BaseException:
-        store.close()
-        raise
+    config: Config, run_dir: str | Path, log: Echo | None = print, progress: bool | None = False
+) -> Evolution:
+    """Check the config, create the run directory and return the session that will fill it."""
+    space, info, chosen = preflight(config)
+    store = Store.create(run_dir, config.to_dict())
+    seed_files.store(chosen, Path(run_dir))
+    return _session(config, store, space, info, log, progress)
 
 
 def resume_search(
     run_dir: str | Path,
     changes: dict[str, Any] | None = None,
-    log: Callable[[str], None] = print,
-    progress: Progress | None = None,
-) -> Search:
+    log: Echo | None = print,
+    progress: bool | None = False,
+) -> Evolution:
     """Reopen a run with its recorded config; only RESUMABLE settings may change."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise RunDirError(f"{run_dir}: no config.yaml here; is this a run directory?")
-    config = yaml.safe_load(config_path.read_text())
+    settings = yaml.safe_load(config_path.read_text())
     store = Store.open(run_dir)
     try:
         meta = store.meta()
-        if "config" in meta and _fixed_part(meta["config"]) != _fixed_part(config):
+        if "config" in meta and _fixed_part(meta["config"]) != _fixed_part(settings):
             raise RunDirError(
                 f"{config_path}: changed since the run started; a resumed run must replay the "
                 f"same config (only {', '.join(RESUMABLE)} may change, as resume flags)"
@@ -77,21 +148,64 @@ def resume_search(
                 )
             if value is not None:
                 section, key = dotted.split(".")
-                config[section][key] = value
-        validate(config)
+                settings[section][key] = value
+        config = validate(settings)
         old = meta.get("versions")
         if old and old != versions():
             changed = [f"{k} {old.get(k)} -> {v}" for k, v in versions().items() if old.get(k) != v]
-            print(
-                f"evonas: warning: library versions changed: {'; '.join(changed)}", file=sys.stderr
-            )
+            print(f"evonas: warning: library versions changed: {'; '.join(changed)}",
+                  file=sys.stderr)  # fmt: skip
         tmp = config_path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         tmp.replace(config_path)
-        return Search(config, store, log, progress)
+        space, info = make_space(config)
+        return _session(config, store, space, info, log, progress)
     except BaseException:
         store.close()
         raise
+
+
+def _session(
+    config: Config,
+    store: Store,
+    space: Space,
+    info: TaskInfo | None,
+    log: Echo | None,
+    progress: bool | None,
+) -> Evolution:
+    try:
+        from evonas.devices import gpu_ids
+
+        gpus = gpu_ids(config.parallel.devices)
+        elapsed = float(store.meta().get("elapsed_seconds", 0.0))
+        store.set_meta({
+            "config": config.to_dict(),
+            "versions": versions(),
+            "device": f"gpus {gpus}" if gpus else "cpu",
+            "input_shape": list(info.input_shape) if info else None,
+            "chance": info.chance if info else {},
+            "state": "running",
+        })  # fmt: skip
+        return Evolution(config, store, space, seed_files.load(store.run_dir),
+                         _reporters(config, store, log, progress), elapsed)  # fmt: skip
+    except BaseException:
+        store.close()
+        raise
+
+
+def _reporters(config: Config, store: Store, log: Echo | None, progress: bool | None) -> Reporters:
+    search = config.search
+    bar = ProgressReporter(search.generations, search.objectives[0], enabled=progress)
+    objectives = search.objectives
+
+    def draw() -> None:
+        write_generation_plots(
+            store.run_dir / "plots", store.individuals(), store.generations(), objectives,
+            title=store.run_dir.name,
+        )  # fmt: skip
+
+    reporters: list[Reporter] = [bar, LogReporter(log, store.run_dir / "log.txt", bar)]
+    return Reporters([*reporters, PlotReporter(draw, search.plot_every)])
 
 
 def _fixed_part(config: dict[str, Any]) -> dict[str, Any]:
@@ -103,12 +217,47 @@ def _fixed_part(config: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
+def run_to_end(evolution: Evolution) -> SearchResult:
+    """Run a session to its end, close the run and return its tables."""
+    try:
+        outcome = evolution.run()
+        store = evolution.store
+        individuals, generations = store.individuals(), store.generations()
+        chance = store.meta().get("chance") or {}
+    finally:
+        evolution.store.close()
+    pareto = pareto_front(individuals, evolution.config.search.objectives)
+    return SearchResult(evolution.store.run_dir, outcome.state, outcome.reason, individuals,
+                        generations, pareto, chance)  # fmt: skip
+
+
+def training_plan(evolution: Evolution) -> str:
+    """How the run's models are evaluated, in one line (what --epochs and finetune_epochs do)."""
+    config = evolution.config
+    training = config.training
+    if config.task.name == "table":
+        column = config.task.options.get("fitness", "c10valid_val_12ep")
+        return f"fitness looked up in a table ({column})"
+    if training.evaluator != "builtin":
+        return f"models evaluated by {training.evaluator}"
+    plan = f"models trained from scratch train {training.epochs} epochs (training.epochs)"
+    if evolution.weights.inherits:
+        plan += (f"; children that inherit their parents' weights train "
+                 f"{training.finetune_epochs} (training.finetune_epochs)")  # fmt: skip
+    return plan
+
+
+def run_search(config: Config, run_dir: str | Path, log: Echo | None = print) -> SearchResult:
+    """Run a whole search into a new run directory and return its tables."""
+    return run_to_end(start_search(config, run_dir, log))
+
+
 def search(
     config: str | Path | dict[str, Any] | None = None,
     *,
     name: str | None = None,
     runs_dir: str | Path = "runs",
-    log: Callable[[str], None] = print,
+    log: Echo | None = print,
     **overrides: Any,
 ):
     """Run a search from Python and return its `Run` for analysis.
@@ -118,7 +267,7 @@ def search(
     `population`, `epochs`, `seed`, `n_jobs`.
     """
     from evonas.analysis import Run
-    from evonas.config import preset_names, resolve
+    from evonas.config import preset_names
 
     short = {"generations": "search.generations", "population": "search.population",
              "epochs": "training.epochs", "seed": "seed", "n_jobs": "parallel.n_jobs"}  # fmt: skip
@@ -133,14 +282,3 @@ def search(
     run_dir = Path(runs_dir) / (run_name or time.strftime("run-%Y%m%d-%H%M%S"))
     run_search(resolved, run_dir, log)
     return Run(run_dir)
-
-
-def run_search(
-    config: dict[str, Any], run_dir: str | Path, log: Callable[[str], None] = print
-) -> SearchResult:
-    """Run a whole search into a new run directory and return its tables."""
-    search = start_search(config, run_dir, log)
-    try:
-        return search.run()
-    finally:
-        search.store.close()

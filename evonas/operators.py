@@ -1,20 +1,34 @@
-"""Variation operators and their registry.
+"""Variation operators, their registry, and `Variation`, which draws them by weight.
 
 A mutation is `op(genome, space, rng) -> genome`; a crossover is `op(a, b, space, rng) -> genome`.
 Every operator returns a feasible genome (it ends in `space.repair`), keeps the ids of the genes it
 carries over and gives new ids to new genes. An operator may return its input unchanged when it
-does not apply (e.g. removing a layer from a one-layer genome); the loop then tries again.
+does not apply (e.g. removing a layer from a one-layer genome); `Variation` then tries again.
+
+Pruning is a mutation: `prune` and `cut` narrow a layer or remove one; the child keeps its
+parent's gene ids, so with `training.inherit_weights` it starts from the parent's trained weights
+and the worker decides which channels survive (`evonas.inherit`):
+
+- `prune` narrows one conv or dense layer by `space.prune_fraction`; the worker keeps the most
+  important channels (L1 norm of each filter by default, `training.prune_importance: bn` for the
+  batch-norm scale);
+- `cut` is the random counterpart: it removes a random layer, or a random `prune_fraction` of one
+  layer's channels (the worker picks them at random, seeded).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from evonas.config import OPERATOR_NAMES
 from evonas.genome import SPATIAL_OPS, Genome
-from evonas.spaces import SequentialSpace
+from evonas.records import Child, Individual
+from evonas.spaces import SequentialSpace, Space, param_count
+
+MAX_VARIATION_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -27,27 +41,14 @@ class Operator:
 
 OPERATORS: dict[str, Operator] = {}
 
-# Operator weights used when the config's search.operators is empty.
-DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "sequential": {
-        "add_layer": 1.0,
-        "remove_layer": 1.0,
-        "change_op": 1.0,
-        "change_width": 1.0,
-        "change_kernel": 1.0,
-        "change_activation": 0.5,
-        "change_lr": 1.0,
-        "crossover": 1.0,
-    },
-    "nb201": {"mutate_edge": 1.0, "crossover_edges": 0.5},
-}
-# Added to the sequential defaults when children inherit their parents' weights.
-PRUNING_WEIGHTS = {"prune": 1.0, "cut": 0.5}
-
 
 def register(
     name: str, arity: int = 1, space: str = "sequential"
 ) -> Callable[[Callable[..., Genome]], Callable[..., Genome]]:
+    """Bind `name` (one of config.OPERATOR_NAMES[space]) to an operator function."""
+    if name not in OPERATOR_NAMES[space]:
+        raise ValueError(f"operator {name!r} is not listed in config.OPERATOR_NAMES[{space!r}]")
+
     def decorate(fn: Callable[..., Genome]) -> Callable[..., Genome]:
         OPERATORS[name] = Operator(name, fn, arity, space)
         return fn
@@ -198,5 +199,91 @@ def mutation_names(space: str = "sequential") -> list[str]:
     return [name for name, op in OPERATORS.items() if op.arity == 1 and op.space == space]
 
 
-# pruning operators live in their own module and register themselves here
-from evonas import prune as _prune  # noqa: E402, F401
+# --- pruning as mutation -------------------------------------------------------------------------
+
+PRUNABLE = {"conv": "width", "dense": "units"}
+
+
+def narrower(size: int, fraction: float) -> int:
+    """The size left after removing `fraction` of `size` channels (at least one removed)."""
+    return max(1, min(size - 1, round(size * (1.0 - fraction))))
+
+
+def _narrow_one(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
+    candidates = [
+        i for i, g in enumerate(genome.genes) if g.op in PRUNABLE and g.params[PRUNABLE[g.op]] > 1
+    ]
+    if not candidates:
+        return genome
+    position = rng.choice(candidates)
+    gene = genome.genes[position]
+    key = PRUNABLE[gene.op]
+    genes = list(genome.genes)
+    genes[position] = gene.with_params(**{key: narrower(gene.params[key], space.prune_fraction)})
+    return _with_genes(genome, genes, space)
+
+
+@register("prune")
+def prune(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
+    """Remove the least important `prune_fraction` of one conv/dense layer's channels."""
+    return _narrow_one(genome, space, rng)
+
+
+@register("cut")
+def cut(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
+    """Remove a random layer whose removal saves parameters, or a random `prune_fraction` of one
+    layer's channels."""
+    if rng.random() < 0.5 and len(genome.genes) > max(1, space.min_layers):
+        size = param_count(genome, space.input_shape, space.num_classes)
+        smaller = []
+        for position in range(len(genome.genes)):
+            child = _with_genes(
+                genome, genome.genes[:position] + genome.genes[position + 1 :], space
+            )
+            if param_count(child, space.input_shape, space.num_classes) < size:
+                smaller.append(child)
+        if smaller:
+            return rng.choice(smaller)
+    return _narrow_one(genome, space, rng)
+
+
+# --- drawing operators by weight -----------------------------------------------------------------
+
+
+def operator_weights(
+    configured: Mapping[str, float], space: Space, inherit_weights: bool
+) -> dict[str, float]:
+    """The configured weights, else the space's defaults (with its pruning operators when
+    children inherit their parents' weights)."""
+    if configured:
+        return dict(configured)
+    if inherit_weights and space.inherits_weights:
+        return {**space.default_operators, **space.pruning_operators}
+    return dict(space.default_operators)
+
+
+class Variation:
+    """Makes children: an operator drawn by weight, applied to the parents a strategy selects.
+    All randomness comes from `rng` (the run's)."""
+
+    def __init__(self, space: Space, weights: Mapping[str, float], rng: random.Random) -> None:
+        self.space, self.weights, self.rng = space, dict(weights), rng
+
+    def vary(self, select: Callable[[int], list[Individual]], mutation_only: bool = False) -> Child:
+        """A child by an operator drawn by weight, on parents from `select(arity)`; tried again
+        (up to MAX_VARIATION_ATTEMPTS times) while the child is identical to a parent."""
+        names = [
+            name
+            for name, weight in self.weights.items()
+            if weight > 0 and not (mutation_only and OPERATORS[name].arity > 1)
+        ]
+        for _attempt in range(MAX_VARIATION_ATTEMPTS):
+            operator = OPERATORS[self.rng.choices(names, [self.weights[n] for n in names])[0]]
+            parents = select(operator.arity)
+            genome = operator.fn(*[p.genome for p in parents], self.space, self.rng)
+            if all(genome.arch_key() != p.genome.arch_key() for p in parents):
+                break
+        return Child(genome, tuple(parents), operator.name)
+
+    def sample(self) -> Genome:
+        return self.space.sample(self.rng)

@@ -54,8 +54,8 @@ def optimize(
     run = Run(run_dir)
     teacher = run.model(uid)
     genome = run.genome(uid)
-    data = load_task(run.config["task"])
-    settings = {**run.config["training"], "threads": 1, "timeout": 0}
+    data = load_task(run.config.task.model_dump())
+    settings = {**run.config.training.model_dump(), "threads": 1, "timeout": 0}
     lr = float(genome.training["lr"])
     out = run.path / "optimized" / f"uid{uid}"
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +154,9 @@ def quantize_int8(model: nn.Module) -> nn.Module | None:
 def _student(run, teacher: nn.Module, genome: Genome, student: int | None, data, seed: int):
     """The student: another individual's architecture (fresh weights), or the teacher at half
     width starting from its most important channels."""
-    from evonas.evaluate import save_state_dict
-    from evonas.inherit import inherit, plan
-    from evonas.prune import PRUNABLE, narrower
+    from evonas.inherit import inherit
+    from evonas.operators import PRUNABLE, narrower
+    from evonas.weights import plan, save_state_dict
 
     torch.manual_seed(seed)
     if student is not None:

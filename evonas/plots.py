@@ -1,5 +1,6 @@
 """Figures of a run. Each figure has a data function (testable, reusable) and a drawing function
-that returns a matplotlib Figure; the per-generation PNGs call the same functions."""
+that returns a matplotlib Figure; the per-generation PNGs, the report and `Run.figure` call the
+same functions. The Pareto front is `evonas.objectives`' (the only definition)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,31 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from evonas.objectives import Objective, pareto_mask, successful  # noqa: E402
+
 LOG_SCALE = {"params", "flops", "size_bytes", "latency_ms"}
+Objectives = list[Objective]
 
 
-def progress_data(generations: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+def titled(fig: Figure, run_name: str | None) -> Figure:
+    """Put the run's name on a figure (figures travel alone: a PNG, a slide)."""
+    if run_name:
+        fig.suptitle(run_name, fontsize=9, color="dimgray", x=0.01, ha="left")
+        fig.tight_layout()
+    return fig
+
+
+def _generation_colourbar(fig: Figure, points, ax) -> None:
+    bar = fig.colorbar(points, ax=ax, label="generation")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
+
+
+def progress_data(generations: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     """Long table: generation, objective, best, median (from the journal's generations table)."""
     rows = []
     for objective in objectives:
-        name = objective["name"]
+        name = objective.name
         for _, row in generations.iterrows():
             rows.append(
                 {
@@ -37,18 +55,18 @@ def progress_data(generations: pd.DataFrame, objectives: list[dict[str, str]]) -
     return pd.DataFrame(rows, columns=["generation", "objective", "best", "median"])
 
 
-def plot_progress(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+def plot_progress(data: pd.DataFrame, objectives: Objectives) -> Figure:
     fig, axes = plt.subplots(
         1, len(objectives), figsize=(4.5 * len(objectives), 3.4), squeeze=False
     )
     for ax, objective in zip(axes[0], objectives):
-        part = data[data["objective"] == objective["name"]]
+        part = data[data["objective"] == objective.name]
         ax.plot(part["generation"], part["best"], marker="o", label="best")
         ax.plot(part["generation"], part["median"], marker=".", linestyle="--", label="median")
-        ax.set_title(f"{objective['name']} ({objective['goal']})")
+        ax.set_title(f"{objective.name} ({objective.goal})")
         ax.set_xlabel("generation")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if objective["name"] in LOG_SCALE and (part["best"] > 0).all():
+        if objective.name in LOG_SCALE and (part["best"] > 0).all():
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -56,48 +74,28 @@ def plot_progress(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figur
     return fig
 
 
-def pareto_mask(values: np.ndarray, goals: list[str]) -> np.ndarray:
-    """True for rows not dominated by any other row (objectives oriented by their goals)."""
-    signed = values * np.array([1.0 if g == "max" else -1.0 for g in goals])
-    mask = np.ones(len(signed), dtype=bool)
-    for i, row in enumerate(signed):
-        dominated = np.all(signed >= row, axis=1) & np.any(signed > row, axis=1)
-        mask[i] = not dominated.any()
-    return mask
-
-
-def pareto_data(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+def pareto_data(individuals: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     """Successful individuals with their objective values and an `on_front` flag."""
-    names = [o["name"] for o in objectives]
-    if not set(names) <= set(individuals.columns):  # no evaluation has produced them yet
+    names = [o.name for o in objectives]
+    ok = successful(individuals, objectives)
+    if ok.empty:  # no evaluation has produced them yet
         return pd.DataFrame(columns=["uid", "generation", *names, "on_front"])
-    ok = individuals[individuals["status"] == "ok"].dropna(subset=names)
     data = ok[["uid", "generation", *names]].copy()
-    data["on_front"] = pareto_mask(data[names].to_numpy(float), [o["goal"] for o in objectives])
+    data["on_front"] = pareto_mask(data[names].to_numpy(float), objectives)
     return data.reset_index(drop=True)
 
 
-def pareto_front(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
-    """Full journal rows of the successful individuals on the Pareto front, ordered by the last
-    objective."""
-    front = pareto_data(individuals, objectives).query("on_front")["uid"]
-    rows = individuals[individuals["uid"].isin(front)]
-    if rows.empty:  # no successful evaluation yet: the metric columns may not even exist
-        return rows.reset_index(drop=True)
-    return rows.sort_values([objectives[-1]["name"], "uid"]).reset_index(drop=True)
-
-
-def plot_pareto(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+def plot_pareto(data: pd.DataFrame, objectives: Objectives) -> Figure:
     """Objective 1 against objective 2 (or against uid with one objective), coloured by
     generation, with the current front drawn."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    y_name = objectives[0]["name"]
-    x_name = objectives[1]["name"] if len(objectives) > 1 else "uid"
+    y_name = objectives[0].name
+    x_name = objectives[1].name if len(objectives) > 1 else "uid"
     if data.empty:
         ax.text(0.5, 0.5, "no successful evaluations yet", ha="center", transform=ax.transAxes)
     else:
         points = ax.scatter(data[x_name], data[y_name], c=data["generation"], cmap="viridis", s=18)
-        fig.colorbar(points, ax=ax, label="generation")
+        _generation_colourbar(fig, points, ax)
         front = data[data["on_front"]].sort_values(x_name)
         ax.step(front[x_name], front[y_name], where="post", color="crimson", label="front")
         ax.scatter(front[x_name], front[y_name], facecolors="none", edgecolors="crimson", s=40)
@@ -124,16 +122,14 @@ def write_generation_plots(
     plots_dir: str | Path,
     individuals: pd.DataFrame,
     generations: pd.DataFrame,
-    objectives: list[dict[str, str]],
+    objectives: Objectives,
+    title: str | None = None,
 ) -> None:
     plots_dir = Path(plots_dir)
-    save_figure(
-        plot_progress(progress_data(generations, objectives), objectives),
-        plots_dir / "progress.png",
-    )
-    save_figure(
-        plot_pareto(pareto_data(individuals, objectives), objectives), plots_dir / "pareto.png"
-    )
+    progress = plot_progress(progress_data(generations, objectives), objectives)
+    save_figure(titled(progress, title), plots_dir / "progress.png")
+    pareto = plot_pareto(pareto_data(individuals, objectives), objectives)
+    save_figure(titled(pareto, title), plots_dir / "pareto.png")
 
 
 # --- analysis figures (each: a data function, then a drawing function) ---------------------
@@ -141,21 +137,19 @@ def write_generation_plots(
 
 def fronts_data(
     individuals: pd.DataFrame,
-    objectives: list[dict[str, str]],
+    objectives: Objectives,
     generations: list[int] | None = None,
 ) -> pd.DataFrame:
     """The Pareto front among individuals evaluated up to each generation (long format)."""
-    names = [o["name"] for o in objectives]
-    if not set(names) <= set(individuals.columns):
-        return pd.DataFrame(columns=["front_of", "uid", *names])
-    ok = individuals[individuals["status"] == "ok"].dropna(subset=names)
+    names = [o.name for o in objectives]
+    ok = successful(individuals, objectives)
     cuts = generations if generations is not None else sorted(ok["generation"].unique())
     frames = []
     for cut in cuts:
         seen = ok[ok["generation"] <= cut]
         if seen.empty:
             continue
-        mask = pareto_mask(seen[names].to_numpy(float), [o["goal"] for o in objectives])
+        mask = pareto_mask(seen[names].to_numpy(float), objectives)
         frames.append(seen[mask][["uid", *names]].assign(front_of=cut))
     columns = ["front_of", "uid", *names]
     return (
@@ -163,10 +157,10 @@ def fronts_data(
     )
 
 
-def plot_fronts(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+def plot_fronts(data: pd.DataFrame, objectives: Objectives) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    y_name = objectives[0]["name"]
-    x_name = objectives[1]["name"] if len(objectives) > 1 else "uid"
+    y_name = objectives[0].name
+    x_name = objectives[1].name if len(objectives) > 1 else "uid"
     cuts = sorted(data["front_of"].unique()) if not data.empty else []
     colours = plt.cm.viridis(np.linspace(0, 1, max(2, len(cuts))))
     for colour, cut in zip(colours, cuts):
@@ -185,13 +179,13 @@ def plot_fronts(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
     return fig
 
 
-def tradeoff_data(individuals: pd.DataFrame, objectives: list[dict[str, str]]) -> pd.DataFrame:
+def tradeoff_data(individuals: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     return pareto_data(individuals, objectives)
 
 
-def plot_tradeoff(data: pd.DataFrame, objectives: list[dict[str, str]]) -> Figure:
+def plot_tradeoff(data: pd.DataFrame, objectives: Objectives) -> Figure:
     """Every pair of objectives against each other, coloured by generation, front circled."""
-    names = [o["name"] for o in objectives]
+    names = [o.name for o in objectives]
     if len(names) < 2:
         return plot_pareto(data, objectives)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]

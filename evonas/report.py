@@ -1,12 +1,13 @@
-"""`evonas report RUN_DIR`: a self-contained report.html (figures embedded) and a terminal summary.
-
-Works on finished and live runs (it only reads the journal)."""
+"""`evonas report RUN_DIR`: a self-contained report.html (figures embedded, the individuals table
+downloadable as CSV) and a terminal summary. Works on finished and live runs (it only reads the
+journal)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import shlex
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 
-from evonas.analysis import FIGURES, Run, run_status
+from evonas.analysis import FIGURES, Run, RunLookupError, run_status
+from evonas.reporters import number
 
 # Marks each figure once the browser has decoded it, and flags any that failed to render.
 _CHECK = """<script>
@@ -27,19 +29,20 @@ window.addEventListener('load', () => {
 </script>"""
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em;max-width:100%}
+.wide{overflow-x:auto} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3} pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}
 figure{display:inline-block;margin:0 1em 1em 0} figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:13px;color:#555}
+figcaption{font-size:13px;color:#555} code{background:#f3f3f3;padding:1px 4px}
+.model{margin:0 0 1.2em} .model p{margin:.2em 0}
 """
 
 
 def _figure_html(run: Run, kind: str) -> str:
     try:
         fig = run.figure(kind)
-    except (KeyError, ValueError) as exc:  # e.g. no successful individual yet
+    except (RunLookupError, ValueError) as exc:  # e.g. no successful individual yet
         return f"<p>{kind}: not available ({html.escape(str(exc))})</p>"
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
@@ -50,70 +53,106 @@ def _figure_html(run: Run, kind: str) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, escape=True)
+    numeric = {c: number for c in frame.columns if frame[c].dtype.kind == "f"}
+    body = frame.to_html(index=False, border=0, escape=True, formatters=numeric, na_rep="")
+    return f'<div class="wide">{body}</div>'
+
+
+def front_table(run: Run, people: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto front with its objectives first, then the other metrics that say something
+    (no column that is empty on the front), integers as integers."""
+    front = run.pareto()
+    if front.empty:
+        return front
+    names = [o.name for o in run.objectives]
+    metrics = [c for c in run.metric_columns(people) if c in front and c not in names]
+    columns = ["uid", "generation", *names, *[c for c in metrics if front[c].notna().any()]]
+    return front[columns]
 
 
 def summary_text(run: Run) -> str:
     people = run.individuals
     lines = [run_status(run.path)]
-    front = run.pareto()
-    names = [o["name"] for o in run.objectives]
+    front = front_table(run, people)
     if not front.empty:
-        columns = ["uid", "generation", *names]
-        if "test_accuracy" in front and "test_accuracy" not in names:
-            columns.append("test_accuracy")
-        lines += [
-            "",
-            f"Pareto front ({len(front)} of {len(people)}):",
-            front[columns].to_string(index=False),
-        ]
+        names = [o.name for o in run.objectives]
+        extra = (
+            ["test_accuracy"] if "test_accuracy" in front and "test_accuracy" not in names else []
+        )
+        table = front[["uid", "generation", *names, *extra]]
+        numeric = {c: number for c in table.columns if table[c].dtype.kind == "f"}
+        lines += ["", f"Pareto front ({len(front)} of {len(people)}):",
+                  table.to_string(index=False, formatters=numeric)]  # fmt: skip
     return "\n".join(lines)
+
+
+def _best_models(run: Run, people: pd.DataFrame) -> list[str]:
+    sections = []
+    for objective in run.objectives:
+        try:
+            best = run.best(objective.name)
+        except RunLookupError:
+            continue
+        uid = int(best["uid"])
+        facts = ", ".join(
+            f"{name} {number(best[name])}"
+            for name in ("val_accuracy", "test_accuracy", "params", "flops", "latency_ms")
+            if name in best and pd.notna(best[name]) and name != objective.name
+        )
+        export = (f"evonas export {shlex.quote(str(run.path))} --best --objective "
+                  f"{shlex.quote(objective.name)} --format torchscript")  # fmt: skip
+        sections.append(
+            f'<div class="model"><h3>best {html.escape(objective.name)}: '
+            f"{number(best[objective.name])} (uid {uid})</h3>"
+            f"<p><code>{html.escape(run.genome(uid).summary())}</code></p>"
+            f"<p>{html.escape(facts)}</p>"
+            f"<p>export: <code>{html.escape(export)}</code></p></div>"
+        )
+    return sections
+
+
+def _csv_link(people: pd.DataFrame, name: str) -> str:
+    data = base64.b64encode(people.to_csv(index=False).encode()).decode()
+    return (
+        f'<p><a download="{html.escape(name)}-individuals.csv" '
+        f'href="data:text/csv;base64,{data}">Download every individual as CSV</a> '
+        f"({len(people)} rows: genome, parents, operator, status, metrics, timings)</p>"
+    )
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run = Run(run_dir)
     out = Path(out) if out else run.path / "report.html"
     people = run.individuals
-    names = [o["name"] for o in run.objectives]
-    front = run.pareto()
+    front = front_table(run, people)
+    name = html.escape(run.path.name)
     sections = [
-        f"<h1>evonas run {html.escape(run.path.name)}</h1>",
+        f"<h1>evonas run {name}</h1>",
         f"<pre>{html.escape(run_status(run.path))}</pre>",
+        _csv_link(people, run.path.name),
         "<h2>Figures</h2>",
         "".join(_figure_html(run, kind) for kind in FIGURES),
         "<h2>Pareto front</h2>",
+        _table(front) if not front.empty else "<p>no successful evaluation yet</p>",
+        "<h2>Best models</h2>",
+        *_best_models(run, people),
     ]
-    metric_columns = [c for c in run.metric_columns(people) if c in front]
-    sections.append(_table(front[["uid", "generation", "operator", *metric_columns]])
-                    if not front.empty else "<p>no successful evaluation yet</p>")  # fmt: skip
-    sections.append("<h2>Best models</h2>")
-    for name in names:
-        try:
-            best = run.best(name)
-        except KeyError:
-            continue
-        layers = "\n".join(
-            "  " + " ".join(f"{k}={v}" for k, v in layer.items())
-            for layer in run.genome(int(best["uid"])).to_dict()["layers"]
-        )
-        title = f"best {html.escape(name)}: {best[name]:.4g} (uid {best['uid']})"
-        body = html.escape(layers or "  (no layers: the head only)")
-        sections.append(f"<h3>{title}</h3><pre>{body}</pre>")
     failures = people[people["status"] != "ok"][
         ["uid", "generation", "operator", "status", "error"]
     ]
-    sections += ["<h2>Failures</h2>",
-                 _table(failures) if not failures.empty else "<p>none</p>"]  # fmt: skip
+    sections += ["<h2>Failures</h2>", _table(failures) if not failures.empty else "<p>none</p>"]
     meta = run.meta
+    config = yaml.safe_dump(run.config.to_dict(), sort_keys=False)
     sections += [
         "<h2>Config</h2>",
-        f"<pre>{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre>",
+        f"<details><summary>resolved config (config.yaml)</summary><pre>{html.escape(config)}"
+        "</pre></details>",
         "<h2>Versions</h2>",
         f"<pre>{html.escape(yaml.safe_dump(meta.get('versions', {})))}"
         f"device: {html.escape(str(meta.get('device', '?')))}</pre>",
         f"<p><small>written {time.strftime('%Y-%m-%d %H:%M:%S')}</small></p>",
     ]
-    head = f"<meta charset='utf-8'><title>evonas {html.escape(run.path.name)}</title>"
+    head = f"<meta charset='utf-8'><title>evonas {name}</title>"
     page = (f"<!doctype html><html><head>{head}<style>{_STYLE}</style></head>"
             f"<body>{''.join(sections)}{_CHECK}</body></html>")  # fmt: skip
     tmp = out.with_name(f".{out.name}.tmp")

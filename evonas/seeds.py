@@ -10,11 +10,18 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from evonas.genome import Genome, GenomeError, load_genome, parse_genome
+
+if TYPE_CHECKING:
+    from evonas.config import Search
+    from evonas.ledger import Ledger
+    from evonas.operators import Variation
+    from evonas.records import Individual
+    from evonas.spaces import Space
 
 
 @dataclass(frozen=True)
@@ -22,18 +29,22 @@ class Seed:
     genome: Genome
     origin: str  # "file:PATH" or "run:RUN_DIR#uidN"
     weights: Path | None
+    input_shape: tuple[int, ...] | None = None  # what the genome was made for, when known
 
 
-def collect(search: dict[str, Any]) -> list[Seed]:
+def collect(search: Search) -> list[Seed]:
     """The seeds a config asks for: genome files (weights beside them, same stem `.pt`) and the
     Pareto front (or top K on the first objective) of an earlier run."""
     seeds = []
-    for path in search["seed_genomes"]:
+    for path in search.seed_genomes:
         path = Path(path)
         weights = path.with_suffix(".pt")
-        seeds.append(Seed(load_genome(path), f"file:{path}", weights if weights.exists() else None))
-    if search["seed_run"]:
-        seeds += _from_run(Path(search["seed_run"]), search["seed_top"])
+        genome = load_genome(path)
+        made_for = (yaml.safe_load(path.read_text()) or {}).get("input_shape")
+        shape = tuple(made_for) if isinstance(made_for, list) else None
+        seeds.append(Seed(genome, f"file:{path}", weights if weights.exists() else None, shape))
+    if search.seed_run:
+        seeds += _from_run(Path(search.seed_run), search.seed_top)
     return seeds
 
 
@@ -44,7 +55,7 @@ def _from_run(run_dir: Path, top: int) -> list[Seed]:
     if top:
         first = run.objectives[0]
         ok = run.individuals[run.individuals["status"] == "ok"]
-        chosen = ok.sort_values(first["name"], ascending=first["goal"] == "min").head(top)
+        chosen = ok.sort_values(first.name, ascending=first.goal == "min").head(top)
     else:
         chosen = run.pareto()
     seeds = []
@@ -82,15 +93,39 @@ def load(run_dir: Path) -> list[Seed]:
     return seeds
 
 
-def check(seeds: list[Seed], space) -> None:
-    """A seed must be buildable for this task's input; values outside the space's choices are
-    allowed (its mutations stay in the space)."""
+def check(seeds: list[Seed], space: Space, input_shape: tuple[int, ...] | None) -> None:
+    """A seed must be buildable for this task's input, and made for it when its file says what
+    it was made for; values outside the space's choices are allowed (its mutations stay in the
+    space)."""
     for seed in seeds:
-        try:
-            if hasattr(space, "shapes"):
-                space.shapes(seed.genome)
-        except ValueError as exc:
-            raise GenomeError(f"{seed.origin}: does not fit this task's input: {exc}") from None
-        structural = [p for p in space.problems(seed.genome) if "not in" not in p]
-        if structural and not hasattr(space, "shapes"):
-            raise GenomeError(f"{seed.origin}: not a genome of this space: {structural[0]}")
+        if seed.input_shape and input_shape and tuple(seed.input_shape) != tuple(input_shape):
+            raise GenomeError(
+                f"{seed.origin}: made for input {tuple(seed.input_shape)}, but this task's input "
+                f"is {tuple(input_shape)}"
+            )
+        problem = space.infeasible(seed.genome)
+        if problem is None:
+            continue
+        if space.has_shapes:
+            raise GenomeError(f"{seed.origin}: does not fit this task's input: {problem}")
+        raise GenomeError(f"{seed.origin}: not a genome of this space: {problem}")
+
+
+def generation_zero(
+    seeds: list[Seed], size: int, fill: str, ledger: Ledger, variation: Variation
+) -> list[Individual]:
+    """Seeds first (with their weights), then `size` filled up with mutants of the seeds
+    (`fill: mutate`) or fresh samples."""
+    population = []
+    for seed in seeds:
+        ind = ledger.new(seed.genome, 0, operator="seed", origin=seed.origin)
+        ind.init_weights = str(seed.weights.resolve()) if seed.weights else None
+        population.append(ind)
+    seeded, rng = list(population), variation.rng
+    while len(population) < max(size, len(seeded)):
+        if seeded and fill == "mutate":
+            child = variation.vary(lambda k: [rng.choice(seeded) for _ in range(k)], True)
+            population.append(ledger.child(child, 0))
+        else:
+            population.append(ledger.new(variation.sample(), 0))
+    return population

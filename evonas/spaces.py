@@ -1,23 +1,79 @@
-"""The sequential macro search space: sampling, validation and deterministic repair.
+"""Search spaces: the `Space` protocol, the sequential macro space and the NAS-Bench-201 cell.
 
-A genome is a chain of layers. Spatial layers (conv, residual, pool) come first, then flat layers
-(dense); dropout fits anywhere. The first dense layer flattens the feature map; a fixed head (global
-average pooling when the features are still spatial, then a linear layer to the classes) follows
-the last gene. The same genome builds Conv1d for (C, L) inputs, Conv2d for (C, H, W) inputs, and
-only its dense and dropout layers for flat (F,) inputs. Shapes are computed here without torch.
+A space samples genomes, says what keeps a genome out of it, and repairs the output of variation
+deterministically. What a space can do beyond that is told by attributes (never probed):
+
+- `kind`: the config's `space.kind`;
+- `inherits_weights`: genes map to layers, so a child can start from its parents' weights;
+- `enumerates_neighbours`: `neighbors(genome)` lists every genome one step away (local search
+  walks them; otherwise it mutates);
+- `has_shapes`: `shapes(genome)` gives each gene's output shape;
+- `default_operators`, `pruning_operators`: operator weights when the config names none (the
+  pruning ones are added when children inherit weights).
+
+`make_space(config)` builds the configured space for its task.
+
+The sequential space: a genome is a chain of layers. Spatial layers (conv, residual, pool) come
+first, then flat layers (dense); dropout fits anywhere. The first dense layer flattens the feature
+map; a fixed head (global average pooling when the features are still spatial, then a linear
+layer to the classes) follows the last gene. The same genome builds Conv1d for (C, L) inputs,
+Conv2d for (C, H, W) inputs, and only its dense and dropout layers for flat (F,) inputs. Shapes
+are computed here without torch.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
 
+from evonas.config import LAYER_OPS, ConfigError
 from evonas.genome import SPATIAL_OPS, Gene, Genome
 
-ALL_OPS = ("conv", "residual", "pool", "dense", "dropout")
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
+if TYPE_CHECKING:
+    from evonas.config import Config
+    from evonas.tasks import TaskInfo
+
+
+class Space(Protocol):
+    kind: str
+    inherits_weights: bool
+    enumerates_neighbours: bool
+    has_shapes: bool
+    default_operators: Mapping[str, float]
+    pruning_operators: Mapping[str, float]
+
+    def sample(self, rng: random.Random) -> Genome:
+        """A random genome of the space."""
+
+    def repair(self, genome: Genome) -> Genome:
+        """The genome made feasible, deterministically (operators end with it)."""
+
+    def problems(self, genome: Genome) -> list[str]:
+        """Everything that keeps `genome` out of this space; empty when it is in it."""
+
+    def infeasible(self, genome: Genome) -> str | None:
+        """Why `genome` cannot be evaluated here (None when it can). Unlike `problems`, values
+        outside the space's choices are allowed: a seed may be bigger than what is sampled."""
+
+    def neighbors(self, genome: Genome) -> list[Genome]:
+        """Every genome one step away (only when `enumerates_neighbours`)."""
+
+    def shapes(self, genome: Genome) -> list[tuple[int, ...]]:
+        """Each gene's output shape (only when `has_shapes`); ValueError if infeasible."""
+
+    def key(self, genome: Genome) -> str | None:
+        """The genome's key in a lookup table (None: the space has none)."""
+
+
+SEQUENTIAL_OPERATORS = {
+    "add_layer": 1.0, "remove_layer": 1.0, "change_op": 1.0, "change_width": 1.0,
+    "change_kernel": 1.0, "change_activation": 0.5, "change_lr": 1.0, "crossover": 1.0,
+}  # fmt: skip
+PRUNING_OPERATORS = {"prune": 1.0, "cut": 0.5}
 
 
 @dataclass(frozen=True)
@@ -28,7 +84,7 @@ class SequentialSpace:
     num_classes: int
     min_layers: int = 1
     max_layers: int = 6
-    ops: tuple[str, ...] = ALL_OPS
+    ops: tuple[str, ...] = LAYER_OPS
     widths: tuple[int, ...] = (8, 16, 32, 64)
     kernels: tuple[int, ...] = (3, 5, 7)
     strides: tuple[int, ...] = (1, 2)
@@ -43,6 +99,11 @@ class SequentialSpace:
     prune_fraction: float = 0.25  # share of a layer's channels that `prune` and `cut` remove
 
     kind = "sequential"
+    inherits_weights = True
+    enumerates_neighbours = False
+    has_shapes = True
+    default_operators = SEQUENTIAL_OPERATORS
+    pruning_operators = PRUNING_OPERATORS
 
     @property
     def spatial(self) -> bool:
@@ -112,8 +173,20 @@ class SequentialSpace:
         """Output shape after each gene (channel-first, no batch); ValueError if infeasible."""
         return chain_shapes(genome, self.input_shape)
 
+    def infeasible(self, genome: Genome) -> str | None:
+        try:
+            self.shapes(genome)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def neighbors(self, genome: Genome) -> list[Genome]:
+        raise NotImplementedError("the sequential space does not enumerate neighbours")
+
+    def key(self, genome: Genome) -> str | None:
+        return None
+
     def problems(self, genome: Genome) -> list[str]:
-        """Everything that keeps `genome` out of this space; empty when it is valid."""
         found = []
         n = len(genome.genes)
         if n > self.max_layers:
@@ -253,6 +326,11 @@ class Nb201Space:
     """
 
     kind = "nb201"
+    inherits_weights = False
+    enumerates_neighbours = True
+    has_shapes = False
+    default_operators = {"mutate_edge": 1.0, "crossover_edges": 0.5}
+    pruning_operators: Mapping[str, float] = {}
 
     def __init__(self, ops: tuple[str, ...] = NB201_OPS, lr: float = 0.1) -> None:
         unknown = [op for op in ops if op not in NB201_OPS]
@@ -283,6 +361,16 @@ class Nb201Space:
                     f"gene {gene.id}: operation {p['operation']!r} not in {list(self.ops)}"
                 )
         return found
+
+    def infeasible(self, genome: Genome) -> str | None:
+        structural = [p for p in self.problems(genome) if "not in" not in p]
+        return structural[0] if structural else None
+
+    def shapes(self, genome: Genome) -> list[tuple[int, ...]]:
+        raise NotImplementedError("a NAS-Bench-201 cell has no per-gene shapes")
+
+    def key(self, genome: Genome) -> str | None:
+        return self.to_string(genome)
 
     def operations(self, genome: Genome) -> list[str]:
         return [gene.params["operation"] for gene in genome.genes]
@@ -330,3 +418,24 @@ def _nb201_genome(operations: tuple[str, ...], lr: float) -> Genome:
         for i, ((t, s), op) in enumerate(zip(NB201_EDGES, operations))
     )
     return Genome(genes=genes, training={"lr": lr})
+
+
+def make_space(config: Config) -> tuple[Space, TaskInfo | None]:
+    """The configured search space, and what it knows of its task (None for table lookups).
+    Loads the task's data: a missing dataset or user module is an error here."""
+    from evonas.tasks import task_info
+
+    kind, task_name = config.space.kind, config.task.name
+    if kind == "nb201":
+        if task_name == "table":
+            return Nb201Space(), None
+        return Nb201Space(lr=config.space.lr_max), task_info(config.task.model_dump())
+    if task_name == "table":
+        raise ConfigError("task.name: the table task looks up cells; use space.kind: nb201")
+    info = task_info(config.task.model_dump())
+    settings = config.space.model_dump(exclude={"kind"})
+    space = SequentialSpace(
+        info.input_shape, info.num_classes,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()},
+    )  # fmt: skip
+    return space, info

@@ -1,8 +1,15 @@
-"""The run directory: resolved config, the SQLite journal and plots.
+"""The run directory: resolved config, the SQLite journal, plots and weights.
 
 Layout of `runs/<name>/`: `config.yaml` (resolved), `history.sqlite` (tables `individuals`,
-`generations`, `meta`), `plots/`. The parent process is the only writer; every finished evaluation
-is committed as soon as it returns. Metric columns are added as metrics first appear.
+`generations`, `meta`), `plots/`, `weights/`, `log.txt`. The parent process is the only writer
+(an OS lock says so). Columns are `records.COLUMNS` plus one quoted column per metric, added as
+metrics first appear.
+
+Commits: every journaled row is committed before the loop next waits for a worker (`flush`), and
+at least every `COMMIT_SECONDS` while it does not wait (table lookups in process), so a killed
+run loses at most the results of that last fraction of a second, which a resume evaluates again.
+WAL with synchronous=NORMAL: a crash of the process never loses a commit nor corrupts the
+journal; a power loss may drop the last commits, which a resume simply evaluates again.
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -19,32 +25,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-JOURNAL = "history.sqlite"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from evonas.records import COLUMNS, GenerationRecord, Row, check_metric_name
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS individuals (
-    uid INTEGER PRIMARY KEY,
-    generation INTEGER NOT NULL,
-    genome TEXT NOT NULL,
-    arch_key TEXT NOT NULL,
-    parents TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    origin TEXT,
-    status TEXT NOT NULL,
-    error TEXT,
-    seed INTEGER NOT NULL,
-    cached_from INTEGER,
-    inherited_from TEXT,
-    distilled_from TEXT,
-    device TEXT,
-    gpu TEXT,
-    weights TEXT,
-    worker TEXT,
-    started_at REAL,
-    finished_at REAL,
-    eval_seconds REAL
-);
+JOURNAL = "history.sqlite"
+LOCK = ".lock"
+COMMIT_SECONDS = 0.05
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS individuals ({", ".join(f"{k} {v}" for k, v in COLUMNS.items())});
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
     population TEXT NOT NULL,
@@ -60,13 +48,8 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
 
 
-class UnsafeFileError(ValueError):
-    """A weights file that is not plain tensors and containers; refused, never unpickled."""
-
-
-LOCK = ".lock"
-LATER_COLUMNS = {"inherited_from": "TEXT", "distilled_from": "TEXT", "device": "TEXT",
-                 "gpu": "TEXT"}  # fmt: skip
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class Store:
@@ -75,6 +58,8 @@ class Store:
         self.db = connection
         self._lock_file = None
         self._columns: dict[str, set[str]] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._committed = time.monotonic()
 
     @classmethod
     def create(cls, run_dir: str | Path, config: dict[str, Any]) -> Store:
@@ -103,10 +88,10 @@ class Store:
         store = cls(run_dir, _connect(run_dir / JOURNAL))
         store.lock()
         store.db.executescript(_SCHEMA)
-        columns = {row[1] for row in store.db.execute("PRAGMA table_info(individuals)")}
-        for name, kind in LATER_COLUMNS.items():  # a journal from before these columns existed
-            if name not in columns:
-                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} {kind}")
+        existing = {row[1] for row in store.db.execute("PRAGMA table_info(individuals)")}
+        for name, kind in COLUMNS.items():  # a journal from before these columns existed
+            if name not in existing:
+                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} {kind.split()[0]}")
         store.db.commit()
         return store
 
@@ -131,6 +116,7 @@ class Store:
         self._lock_file = handle
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
         if self._lock_file is not None:
             self._lock_file.close()  # releases the lock
@@ -138,75 +124,85 @@ class Store:
 
     # --- writing ------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Commit everything journaled so far."""
+        self.db.commit()
+        self._committed = time.monotonic()
+
+    def _commit_if_due(self) -> None:
+        if time.monotonic() - self._committed >= COMMIT_SECONDS:
+            self.flush()
+
     def set_meta(self, values: dict[str, Any]) -> None:
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in values.items()],
+        self._set_meta(values)
+        self.flush()
+
+    def _set_meta(self, values: dict[str, Any]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    def record(self, row: Row) -> None:
+        """Journal one finished evaluation (committed as the module docstring says)."""
+        self._ensure_columns("individuals", row.metrics)
+        self._insert("individuals", {**row.values, **row.metrics})
+        self._commit_if_due()
+
+    def record_generation(self, record: GenerationRecord, meta: dict[str, Any]) -> None:
+        """Journal a finished generation (and `meta` updates)."""
+        self._set_meta(meta)
+        self._ensure_columns("generations", record.stats)
+        values = {
+            "generation": record.generation,
+            "population": json.dumps(list(record.population)),
+            "evaluated": record.evaluated,
+            "failed": record.failed,
+            "finished_at": record.finished_at,
+            **record.stats,
+        }
+        self._insert("generations", values)
+        self._commit_if_due()
+
+    def check_replay(
+        self, generation: int, replayed: tuple[int, ...], journaled: list[int]
+    ) -> None:
+        """A replayed generation must select what the journal says it selected."""
+        if tuple(journaled) != tuple(replayed):
+            raise RunDirError(
+                f"{self.run_dir}: the replay of generation {generation} disagrees with the "
+                "journal; the run was made by another version of evonas or its task changed"
             )
 
-    def _ensure_columns(self, table: str, names: list[str]) -> None:
-        known = self._columns.setdefault(table, set())
-        if known.issuperset(names):
+    def _insert(self, table: str, values: dict[str, Any]) -> None:
+        key = (table, tuple(values))
+        sql = self._inserts.get(key)
+        if sql is None:
+            columns = ", ".join(quote(k) for k in values)
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(values))})"
+            self._inserts[key] = sql
+        self.db.execute(sql, tuple(values.values()))
+
+    def _ensure_columns(self, table: str, names: dict[str, Any]) -> None:
+        known = self._columns.get(table)
+        if known is not None and known.issuperset(names):
             return
         existing = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-        known.update(existing, names)
+        self._columns[table] = existing | set(names)
         for name in names:
             if name not in existing:
-                if not _IDENTIFIER.match(name):
-                    raise ValueError(f"metric name {name!r} is not a valid column name")
-                self.db.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" REAL')
-
-    def record_individual(self, row: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Journal one finished evaluation (committed before returning)."""
-        safe_metrics = {k: v for k, v in metrics.items() if _IDENTIFIER.match(k)}
-        with self.db:
-            self._ensure_columns("individuals", list(safe_metrics))
-            values = {**row, **safe_metrics}
-            columns = ", ".join(f'"{k}"' for k in values)
-            marks = ", ".join("?" for _ in values)
-            self.db.execute(
-                f"INSERT INTO individuals ({columns}) VALUES ({marks})", list(values.values())
-            )
-
-    def record_generation(
-        self,
-        generation: int,
-        population: list[int],
-        evaluated: int,
-        failed: int,
-        stats: dict[str, float],
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        """Journal a finished generation (and `meta` updates) in one transaction."""
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in (meta or {}).items()],
-            )
-            self._ensure_columns("generations", list(stats))
-            values = {
-                "generation": generation,
-                "population": json.dumps(population),
-                "evaluated": evaluated,
-                "failed": failed,
-                "finished_at": time.time(),
-                **stats,
-            }
-            columns = ", ".join(f'"{k}"' for k in values)
-            marks = ", ".join("?" for _ in values)
-            self.db.execute(
-                f"INSERT INTO generations ({columns}) VALUES ({marks})", list(values.values())
-            )
+                if table == "individuals":
+                    check_metric_name(name)
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} REAL")
 
     def drop_weights(self, keep: set[int]) -> int:
         """Retention: delete weight files of individuals not in `keep`; returns how many."""
         rows = self.db.execute("SELECT uid, weights FROM individuals WHERE weights IS NOT NULL")
         dropped = [(uid, path) for uid, path in rows if uid not in keep]
-        with self.db:
-            for uid, path in dropped:
-                (self.run_dir / path).unlink(missing_ok=True)
-                self.db.execute("UPDATE individuals SET weights = NULL WHERE uid = ?", (uid,))
+        for uid, path in dropped:
+            (self.run_dir / path).unlink(missing_ok=True)
+            self.db.execute("UPDATE individuals SET weights = NULL WHERE uid = ?", (uid,))
+        self.flush()
         return len(dropped)
 
     # --- reading ------------------------------------------------------------------------------
@@ -238,8 +234,6 @@ class Store:
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL: a crash of the process never loses a commit and the journal never corrupts;
-    # a power loss may drop the last few commits, which a resume simply evaluates again.
     db.execute("PRAGMA synchronous=NORMAL")
     return db
 

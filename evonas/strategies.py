@@ -1,58 +1,49 @@
-"""DEAP glue: fitness from objectives, parent and survivor selection.
+"""Search strategies: the `Strategy` protocol (ask/tell) and random, local, regularized,
+tournament and NSGA-II search, with the selection functions they are made of.
 
-Individuals are small dataclasses with a DEAP `fitness` attribute; no `deap.creator` classes (they
-pickle badly since DEAP 1.4). Selection draws its randomness from an explicit `random.Random`.
+Lifecycle, as for Optuna's samplers: the loop evaluates generation 0 (`initial_size` genomes)
+and calls `start(evaluated)`; then, until the run ends, it calls `ask(n)` for n children, evaluates
+them and calls `tell(children)` with their results, in the order they were bred. `tell` returns
+the new population. A generational strategy is asked for a whole generation at a time; in the
+steady state the loop asks for one child at a time and tells each in breeding order, so both are
+the same loop with another window (see `evonas.evolve`).
+
+Individuals carry a DEAP fitness (`evonas.objectives`); no `deap.creator` classes. Selection draws
+its randomness from the run's explicit `random.Random` (through `Variation.rng`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-from deap import base, tools
+from deap import tools
 
+from evonas.config import Search
 from evonas.genome import Genome
-
-# Finite worst values: selNSGA2 and crowding distances must never see NaN or inf.
-WORST = 1e30
-
-
-@dataclass
-class Individual:
-    uid: int
-    genome: Genome
-    generation: int
-    parents: tuple[int, ...] = ()
-    operator: str = "sample"
-    status: str = "pending"
-    error: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    fitness: Any = None
-    origin: str = ""  # sampled | offspring | the source of a seed
-    init_weights: str | None = None  # a seed's weights, loaded before training
-    inherit: dict[str, Any] | None = None  # where its genes' weights come from (evonas.inherit)
-    teacher: dict[str, Any] | None = None  # the model it is distilled from
+from evonas.operators import Variation
+from evonas.records import Child, Individual
 
 
-def fitness_class(objectives: list[dict[str, str]]) -> type:
-    """A DEAP Fitness subclass whose weights follow the objectives' goals."""
-    weights = tuple(1.0 if o["goal"] == "max" else -1.0 for o in objectives)
-    return type("Fitness", (base.Fitness,), {"weights": weights})
+class Strategy(Protocol):
+    name: str
+    offspring: int  # children per generation
+    initial_size: int  # genomes in generation 0
+    population: list[Individual]
+
+    def start(self, evaluated: list[Individual]) -> None:
+        """Begin from the evaluated generation 0."""
+
+    def ask(self, n: int) -> list[Child]:
+        """n children bred from the current population."""
+
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        """Take evaluated children (in breeding order); return the new population."""
 
 
-def fitness_values(
-    metrics: dict[str, float], ok: bool, objectives: list[dict[str, str]]
-) -> tuple[float, ...]:
-    """Objective values of one evaluation; failures and missing metrics get the worst value."""
-    values = []
-    for objective in objectives:
-        worst = -WORST if objective["goal"] == "max" else WORST
-        value = metrics.get(objective["name"]) if ok else None
-        values.append(worst if value is None else float(value))
-    return tuple(values)
+# --- selection functions, by name ----------------------------------------------------------------
 
 
 @contextmanager
@@ -67,31 +58,10 @@ def deap_random(rng: random.Random) -> Iterator[None]:
         random.setstate(saved)
 
 
-def select_survivors(strategy: str, candidates: list[Individual], k: int) -> list[Individual]:
-    """(mu + lambda) survivor selection: NSGA-II, or the k best for single-objective search."""
-    if strategy == "nsga2":
-        return tools.selNSGA2(candidates, k)
-    return tools.selBest(candidates, k)
-
-
-def select_parents(
-    strategy: str,
-    population: list[Individual],
-    k: int,
-    rng: random.Random,
-    tournament_size: int,
+def sel_crowded_tournament(
+    population: list[Individual], k: int, rng: random.Random, tournament_size: int
 ) -> list[Individual]:
-    """k parents: binary tournaments on (front rank, crowding) for NSGA-II, else DEAP's
-    tournament selection."""
-    if strategy == "nsga2":
-        return _crowded_tournament(population, k, rng)
-    with deap_random(rng):
-        return tools.selTournament(population, k, tournsize=tournament_size)
-
-
-def _crowded_tournament(
-    population: list[Individual], k: int, rng: random.Random
-) -> list[Individual]:
+    """NSGA-II's parents: binary tournaments on (front rank, crowding distance)."""
     fronts = tools.sortNondominated(population, len(population))
     rank: dict[int, int] = {}
     crowding: dict[int, float] = {}
@@ -111,174 +81,214 @@ def _crowded_tournament(
     return [better(rng.choice(population), rng.choice(population)) for _ in range(k)]
 
 
-# --- search strategies: how children are bred and who survives ------------------------------
+def sel_tournament(
+    population: list[Individual], k: int, rng: random.Random, tournament_size: int
+) -> list[Individual]:
+    """DEAP's tournament selection on the (single-objective) fitness."""
+    with deap_random(rng):
+        return tools.selTournament(population, k, tournsize=tournament_size)
 
 
-@dataclass
-class Child:
-    genome: Genome
-    parents: tuple[Individual, ...]
-    operator: str
+def sel_best_of_sample(
+    population: list[Individual], k: int, rng: random.Random, tournament_size: int
+) -> list[Individual]:
+    """Regularized evolution's parent: the best of `tournament_size` members sampled without
+    replacement."""
+    size = min(tournament_size, len(population))
+    return [
+        max(rng.sample(population, size), key=lambda ind: ind.fitness.wvalues) for _ in range(k)
+    ]
 
 
-class Strategy:
-    """Breeds the children of a generation and selects the next population.
+ParentSelection = Callable[[list[Individual], int, random.Random, int], list[Individual]]
+PARENT_SELECTIONS: dict[str, ParentSelection] = {
+    "crowded_tournament": sel_crowded_tournament,
+    "tournament": sel_tournament,
+    "best_of_sample": sel_best_of_sample,
+}
 
-    `vary(parents)` applies a weighted random operator of the space to parents chosen by the
-    strategy; `sample()` draws a fresh genome; `seen(genome)` says whether identical work was
-    already evaluated in this run.
-    """
+
+def sel_youngest(candidates: list[Individual], k: int) -> list[Individual]:
+    """Aging: the k most recent (candidates are oldest first)."""
+    return candidates[len(candidates) - k :] if len(candidates) > k else candidates
+
+
+SurvivorSelection = Callable[[list[Individual], int], list[Individual]]
+SURVIVOR_SELECTIONS: dict[str, SurvivorSelection] = {
+    "nsga2": tools.selNSGA2,  # (mu + lambda) on every objective
+    "best": tools.selBest,  # the k best on the single objective
+    "youngest": sel_youngest,
+}
+
+
+def distinct(candidates: list[Individual], size: int) -> list[Individual]:
+    """Drop later copies of the same architecture, as long as `size` remain to select from:
+    duplicates crowd a small population and add nothing to the front."""
+    seen: set[str] = set()
+    unique = []
+    for ind in candidates:
+        if ind.genome.arch_key() not in seen:
+            seen.add(ind.genome.arch_key())
+            unique.append(ind)
+    return unique if len(unique) >= size else candidates
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+
+class BaseStrategy:
+    """What every strategy shares: its settings, the variation that makes children, a `seen`
+    test for genomes whose identical work was already evaluated, and the population."""
 
     name = "strategy"
 
-    def __init__(self, population: int, offspring: int, tournament_size: int, rng: random.Random):
-        self.population = population
-        self.offspring = offspring or self.default_offspring(population)
-        self.tournament_size = tournament_size
-        self.rng = rng
+    def __init__(self, search: Search, variation: Variation, seen: Callable[[Genome], bool]):
+        self.size = search.population
+        self.offspring = search.offspring or self.default_offspring()
+        self.initial_size = search.population
+        self.tournament_size = search.tournament_size
+        self.variation, self.seen = variation, seen
+        self.rng = variation.rng
+        self.population: list[Individual] = []
 
-    def default_offspring(self, population: int) -> int:
-        return population
+    def default_offspring(self) -> int:
+        return self.size
 
-    def initial_size(self) -> int:
+    def start(self, evaluated: list[Individual]) -> None:
+        self.population = list(evaluated)
+
+    def select(self, parents: str, k: int) -> list[Individual]:
+        return PARENT_SELECTIONS[parents](self.population, k, self.rng, self.tournament_size)
+
+    def survive(self, survivors: str, children: list[Individual]) -> list[Individual]:
+        candidates = distinct(self.population + children, self.size)
+        self.population = SURVIVOR_SELECTIONS[survivors](candidates, self.size)
         return self.population
 
-    def breed(self, population, vary, sample, seen) -> list[Child]:
-        raise NotImplementedError
 
-    def survivors(self, population: list[Individual], children: list[Individual], distinct):
-        raise NotImplementedError
+class Generational(BaseStrategy):
+    """(mu + lambda): parents by a named selection, survivors by another (NSGA-II: crowded
+    tournaments and NSGA-II survival; tournament: tournaments and the best survive)."""
 
-
-class Generational(Strategy):
-    """(mu + lambda): parents by tournament, survivors by NSGA-II (nsga2) or best-k (tournament)."""
-
-    def __init__(self, name: str, *args) -> None:
+    def __init__(self, name: str, parents: str, survivors: str, *args) -> None:
         super().__init__(*args)
-        self.name = name
+        self.name, self.parents, self.survivors = name, parents, survivors
 
-    def breed(self, population, vary, sample, seen) -> list[Child]:
-        def select(k: int) -> list[Individual]:
-            return select_parents(self.name, population, k, self.rng, self.tournament_size)
+    def ask(self, n: int) -> list[Child]:
+        return [self.variation.vary(lambda k: self.select(self.parents, k)) for _ in range(n)]
 
-        return [vary(select) for _ in range(self.offspring)]
-
-    def survivors(self, population, children, distinct):
-        return select_survivors(self.name, distinct(population + children), self.population)
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        return self.survive(self.survivors, children)
 
 
-class RandomSearch(Strategy):
-    """Random search: every child is a fresh sample; the population is the best seen so far."""
+class RandomSearch(BaseStrategy):
+    """Random search: every child is a fresh sample (unseen where 20 draws find one); the
+    population is the best seen so far (NSGA-II survival for several objectives)."""
 
     name = "random"
 
     def __init__(self, multi_objective: bool, *args) -> None:
         super().__init__(*args)
-        self.selection = "nsga2" if multi_objective else "tournament"
+        self.survivors = "nsga2" if multi_objective else "best"
 
-    def breed(self, population, vary, sample, seen) -> list[Child]:
+    def ask(self, n: int) -> list[Child]:
         children = []
-        for _ in range(self.offspring):
-            genome = sample()
+        for _ in range(n):
+            genome = self.variation.sample()
             for _attempt in range(20):
-                if not seen(genome):
+                if not self.seen(genome):
                     break
-                genome = sample()
+                genome = self.variation.sample()
             children.append(Child(genome, (), "sample"))
         return children
 
-    def survivors(self, population, children, distinct):
-        return select_survivors(self.selection, distinct(population + children), self.population)
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        return self.survive(self.survivors, children)
 
 
-class RegularizedEvolution(Strategy):
+class RegularizedEvolution(BaseStrategy):
     """Aging evolution (Real et al. 2019): a parent is the best of `tournament_size` members
-    sampled without replacement; each child joins the population and the oldest member dies."""
+    sampled without replacement; its mutant joins the population and the oldest member dies."""
 
     name = "regularized"
 
-    def default_offspring(self, population: int) -> int:
+    def default_offspring(self) -> int:
         return 1
 
-    def breed(self, population, vary, sample, seen) -> list[Child]:
-        return [self.breed_one(population, vary) for _ in range(self.offspring)]
+    def ask(self, n: int) -> list[Child]:
+        return [
+            self.variation.vary(lambda k: self.select("best_of_sample", k), mutation_only=True)
+            for _ in range(n)
+        ]
 
-    def breed_one(self, population, vary) -> Child:
-        def select(k: int) -> list[Individual]:
-            size = min(self.tournament_size, len(population))
-            return [
-                max(self.rng.sample(population, size), key=lambda ind: ind.fitness.wvalues)
-                for _ in range(k)
-            ]
-
-        return vary(select, mutation_only=True)
-
-    def survivors(self, population, children, distinct):
-        aged = population + children  # oldest first
-        return aged[len(aged) - self.population :] if len(aged) > self.population else aged
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        self.population = sel_youngest(self.population + children, self.size)
+        return self.population
 
 
-class LocalSearch(Strategy):
+class LocalSearch(BaseStrategy):
     """Greedy local search (hill climbing): start from the best of `population` random samples;
     evaluate unseen neighbours of the incumbent, `offspring` (default 1) at a time in random
     order; move to the best child that beats the incumbent; when every neighbour has been seen
     without improvement (a local optimum), restart from a random sample.
 
     After generation 0 the population is the incumbent alone; neighbours come from the space's
-    `neighbors()` when it can enumerate them (NAS-Bench-201), else from random mutations.
+    `neighbors()` where it enumerates them (NAS-Bench-201), else from random mutations.
     """
 
     name = "local"
 
-    def default_offspring(self, population: int) -> int:
+    def default_offspring(self) -> int:
         return 1
 
-    def initial_size(self) -> int:
-        return self.population
+    def incumbent(self) -> Individual:
+        return max(self.population, key=lambda ind: ind.fitness.wvalues)
 
-    def __init__(self, space, *args) -> None:
-        super().__init__(*args)
-        self.space = space
-
-    def breed(self, population, vary, sample, seen) -> list[Child]:
-        incumbent = max(population, key=lambda ind: ind.fitness.wvalues)
-        if hasattr(self.space, "neighbors"):
-            candidates = self.space.neighbors(incumbent.genome)
+    def ask(self, n: int) -> list[Child]:
+        incumbent = self.incumbent()
+        space = self.variation.space
+        if space.enumerates_neighbours:
+            candidates = space.neighbors(incumbent.genome)
             self.rng.shuffle(candidates)
-            unseen = [g for g in candidates if not seen(g)]
-            children = [Child(g, (incumbent,), "mutate_edge") for g in unseen[: self.offspring]]
+            unseen = [g for g in candidates if not self.seen(g)]
+            children = [Child(g, (incumbent,), "mutate_edge") for g in unseen[:n]]
         else:
             children = []
-            for _ in range(self.offspring * 10):
-                child = vary(lambda k: [incumbent] * k, mutation_only=True)
-                if not seen(child.genome) and all(
+            for _ in range(n * 10):
+                child = self.variation.vary(lambda k: [incumbent] * k, mutation_only=True)
+                if not self.seen(child.genome) and all(
                     child.genome.arch_key() != c.genome.arch_key() for c in children
                 ):
                     children.append(child)
-                if len(children) == self.offspring:
+                if len(children) == n:
                     break
         if not children:  # a local optimum: every neighbour was seen
-            genome = sample()
-            return [Child(genome, (), "restart")]
+            return [Child(self.variation.sample(), (), "restart")]
         return children
 
-    def survivors(self, population, children, distinct):
-        incumbent = max(population, key=lambda ind: ind.fitness.wvalues)
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        incumbent = self.incumbent()
         if len(children) == 1 and children[0].operator == "restart":
-            return [children[0]]
-        best = max(children, key=lambda ind: ind.fitness.wvalues)
-        return [best] if best.fitness.wvalues > incumbent.fitness.wvalues else [incumbent]
+            self.population = [children[0]]
+        else:
+            best = max(children, key=lambda ind: ind.fitness.wvalues)
+            self.population = (
+                [best] if best.fitness.wvalues > incumbent.fitness.wvalues else [incumbent]
+            )
+        return self.population
 
 
-def make_strategy(name: str, config: dict, space, rng: random.Random) -> Strategy:
-    search = config["search"]
-    args = (search["population"], search["offspring"], search["tournament_size"], rng)
-    if name in ("nsga2", "tournament"):
-        return Generational(name, *args)
-    if name == "random":
-        return RandomSearch(len(search["objectives"]) > 1, *args)
-    if name == "regularized":
-        return RegularizedEvolution(*args)
-    if name == "local":
-        return LocalSearch(space, *args)
-    raise ValueError(f"unknown strategy {name!r}")
+STRATEGIES: dict[str, Callable[..., BaseStrategy]] = {
+    "nsga2": lambda *args: Generational("nsga2", "crowded_tournament", "nsga2", *args),
+    "tournament": lambda *args: Generational("tournament", "tournament", "best", *args),
+    "random": lambda *args: RandomSearch(len(args[0].objectives) > 1, *args),
+    "regularized": RegularizedEvolution,
+    "local": LocalSearch,
+}
+
+
+def make_strategy(
+    name: str, search: Search, variation: Variation, seen: Callable[[Genome], bool]
+) -> Strategy:
+    """The strategy registered under `name` (config.STRATEGIES, `auto` resolved)."""
+    return STRATEGIES[name](search, variation, seen)

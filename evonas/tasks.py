@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,30 @@ class TaskData:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the parent needs to know of a task: shapes, classes and chance levels."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    has_test: bool
+    # accuracy of always predicting the most frequent class, per accuracy metric
+    chance: dict[str, float] = field(default_factory=dict)
+
+
+def task_info(spec: Mapping[str, Any]) -> TaskInfo:
+    data = load_task(spec)
+    chance = {"val_accuracy": _majority_share(data.y_val)}
+    if data.y_test is not None:
+        chance["test_accuracy"] = _majority_share(data.y_test)
+    return TaskInfo(data.name, data.input_shape, data.num_classes, data.x_test is not None, chance)
+
+
+def _majority_share(labels: np.ndarray) -> float:
+    return float(np.bincount(labels).max() / max(1, len(labels)))
 
 
 def cache_dir() -> Path:
@@ -214,11 +239,24 @@ def task_fingerprint(data: TaskData) -> str:
 # --- table lookup: fitness read from a CSV table (e.g. NAS-Bench-201) ------------------------
 
 
+NB201_FILE = "nb201_cifar10.csv.gz"
+
+
+def nb201_table() -> Path:
+    """The NAS-Bench-201 CIFAR-10 table shipped with evonas (see evonas/data/README.md)."""
+    packaged = resources.files("evonas") / "data" / NB201_FILE
+    if isinstance(packaged, Path):
+        return packaged
+    copy = cache_dir() / NB201_FILE  # an install that is not a plain folder (a zip)
+    if not copy.exists():
+        copy.write_bytes(packaged.read_bytes())
+    return copy
+
+
 def table_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated options of the `table` task: path, key, fitness and report columns."""
-    path = options.get("path")
-    if not path:
-        raise TaskError("task.options.path: the table task needs the CSV file's path")
+    """Validated options of the `table` task: path (default: the packaged NAS-Bench-201
+    table), key, fitness and report columns."""
+    path = str(options.get("path") or nb201_table())
     unknown = set(options) - {"path", "key", "fitness", "report"}
     if unknown:
         raise TaskError(f"task.options.{sorted(unknown)[0]}: unknown option of the table task")
@@ -231,6 +269,23 @@ def table_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "fitness": options.get("fitness", "c10valid_val_12ep"),
         "report": list(report),
     }
+
+
+def table_columns(options: Mapping[str, Any]) -> list[str]:
+    """The columns of the table file (its header only); TaskError if it cannot be read."""
+    import pandas as pd
+
+    path = table_options(options)["path"]
+    try:
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"task.options.path: cannot read table {path} ({exc})") from None
+
+
+def table_metrics(options: Mapping[str, Any]) -> list[str]:
+    """The metrics a lookup returns: the fitness column, then the report columns."""
+    opts = table_options(options)
+    return list(dict.fromkeys([opts["fitness"], *opts["report"]]))
 
 
 @lru_cache(maxsize=2)
@@ -251,12 +306,11 @@ def _load_table(path: str, key: str, columns: tuple[str, ...]) -> dict[str, dict
 def load_table(options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """The table as {key: {column: value}} for the fitness and report columns (cached)."""
     opts = table_options(options)
-    columns = tuple(dict.fromkeys([opts["fitness"], *opts["report"]]))
-    return _load_table(opts["path"], opts["key"], columns)
+    return _load_table(opts["path"], opts["key"], tuple(table_metrics(options)))
 
 
 def table_lookup(options: Mapping[str, Any], key: str) -> dict[str, float]:
     table = load_table(options)
     if key not in table:
-        raise KeyError(f"{key!r} is not in the table {options['path']}")
+        raise KeyError(f"{key!r} is not in the table {table_options(options)['path']}")
     return dict(table[key])

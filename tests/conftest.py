@@ -5,21 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from evonas.tasks import nb201_table
+
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "faults.py"
 
 
-def _find_nb201_table() -> Path | None:
-    """The shared NAS-Bench-201 table: beside the project (../shared), or the workspace's."""
-    relative = Path("benchmarks") / "nb201" / "nb201_cifar10.csv.gz"
-    for shared in (ROOT.parent / "shared", Path("/work/shared")):
-        if (shared / relative).exists():
-            return shared / relative
-    return None
-
-
-NB201_TABLE = _find_nb201_table()
-needs_nb201 = pytest.mark.skipif(NB201_TABLE is None, reason="../shared/benchmarks/nb201 not found")
+NB201_TABLE = nb201_table()  # shipped inside the package
 TINY = {
     "task": {"name": "synthetic", "options": {"samples": 240, "length": 12, "classes": 3}},
     "space": {"max_layers": 4, "widths": [4, 8], "units": [8, 16]},

@@ -33,7 +33,7 @@ def evaluate(genome, seed, budget):
 
 def slow(genome, seed, budget):
     """Deterministic metrics after a short pause, so a run can be killed mid-flight."""
-    time.sleep(float(os.environ.get("EVONAS_TEST_SLEEP", "0.05")))
+    time.sleep(float(os.environ.get("EVONAS_TEST_SLEEP", "0")))
     log = os.environ.get("EVONAS_TEST_CALLS")
     if log:
         with open(log, "a") as f:

@@ -1,18 +1,53 @@
+import json
+
 import pytest
 
-from evonas.config import DEFAULTS, ConfigError, parse_set, preset_names, resolve
+from evonas.config import (
+    DEFAULTS,
+    OPERATOR_NAMES,
+    Config,
+    ConfigError,
+    parse_set,
+    preset_names,
+    resolve,
+)
+from evonas.objectives import Objective
 
 
 def test_defaults_are_valid_and_not_mutated():
     config = resolve()
-    config["search"]["population"] = 99
+    config.search.population = 99
     assert DEFAULTS["search"]["population"] == 12
+    assert resolve().search.population == 12
+
+
+def test_typed_sections_and_plain_data_round_trip():
+    config = resolve(sets=["search.objectives=[{name: val-acc, goal: max}]", "seed=3"])
+    assert config.search.objectives == [Objective("val-acc", "max")]
+    assert config.strategy == "local"  # auto with one objective
+    data = config.to_dict()
+    assert data["search"]["objectives"] == [{"name": "val-acc", "goal": "max"}]
+    assert resolve(base=data) == config
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_json_schema_for_editors():
+    schema = Config.model_json_schema()
+    assert {"task", "space", "training", "search", "parallel", "seed"} <= set(schema["properties"])
+    assert "additionalProperties" in json.dumps(schema)  # unknown keys are errors for editors too
+
+
+def test_operator_names_are_registered_operators():
+    from evonas.operators import OPERATORS
+
+    for kind, names in OPERATOR_NAMES.items():
+        assert {n for n, op in OPERATORS.items() if op.space == kind} == set(names)
 
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_is_valid(name):
     config = resolve(preset=name)
-    assert config["task"]["name"]
+    assert config.task.name
 
 
 def test_presets_ship_demo_digits_and_mnist1d():
@@ -27,10 +62,10 @@ def test_precedence_file_then_set_then_flags(tmp_path):
         sets=["search.population=8", "training.optimizer=sgd"],
         overrides={"search.population": 10, "training.epochs": None},
     )
-    assert config["search"]["population"] == 10
-    assert config["search"]["generations"] == 2
-    assert config["training"]["epochs"] == 3
-    assert config["training"]["optimizer"] == "sgd"
+    assert config.search.population == 10
+    assert config.search.generations == 2
+    assert config.training.epochs == 3
+    assert config.training.optimizer == "sgd"
 
 
 def test_set_parses_yaml_values():
@@ -41,8 +76,8 @@ def test_set_parses_yaml_values():
 
 def test_free_form_sections_accept_new_keys():
     config = resolve(sets=["task.options.samples=50", "search.operators.crossover=2"])
-    assert config["task"]["options"] == {"samples": 50}
-    assert config["search"]["operators"] == {"crossover": 2}
+    assert config.task.options == {"samples": 50}
+    assert config.search.operators == {"crossover": 2}
 
 
 @pytest.mark.parametrize(
@@ -67,7 +102,10 @@ def test_free_form_sections_accept_new_keys():
         (["training.evaluator=myfunction"], "training.evaluator: expected 'builtin'"),
         (["parallel.n_jobs=0"], "parallel.n_jobs: must be >= 1"),
         (["search=3"], "search: expected a mapping of settings, got 3"),
-        (["search={populaton: 3}"], "search.populaton: unknown setting"),
+        (["search={populaton: 3}"], "search.populaton: unknown setting; did you mean population?"),
+        (["search.objectives=[{name: val_accuracy}]"], "search.objectives[0].goal: missing"),
+        (["parallel.devices=0,"], "parallel.devices: expected 'auto', 'cpu' or GPUs"),
+        (["space.kind=nb201", "search.operators.add_layer=1"], "unknown operator for a nb201"),
         (["nokey"], "expected key=value"),
     ],
 )

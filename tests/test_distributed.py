@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from evonas import distributed as cluster_backends
+from evonas import pools
 from evonas.config import ConfigError, resolve
 from evonas.launch import run_search, start_search
 from tests.conftest import FAULTS, TINY
@@ -62,7 +62,7 @@ def test_a_search_on_ray_equals_the_loky_journal(tmp_path, loky_journal):
 
 def test_an_unreachable_scheduler_is_an_error_before_the_run_exists(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(cluster_backends, "CONNECT_SECONDS", 2)
+    monkeypatch.setattr(pools, "CONNECT_SECONDS", 2)
     parallel = {"backend": "dask", "address": "tcp://127.0.0.1:9"}
     config = resolve(base={**CONFIG, "parallel": parallel})
     with pytest.raises(ConfigError, match="parallel.address: no Dask scheduler answers"):

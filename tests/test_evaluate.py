@@ -2,7 +2,8 @@ import textwrap
 
 import pytest
 
-from evonas.evaluate import evaluation_seed, run_job
+from evonas.evaluate import run_job
+from evonas.records import Job, evaluation_seed
 from tests.test_train import GENOME
 
 TASK = {
@@ -23,14 +24,8 @@ TRAINING = {
 
 
 def job(genome=None, evaluator=None, **training):
-    return {
-        "uid": 7,
-        "genome": (genome or GENOME).to_dict(),
-        "seed": 11,
-        "task": TASK,
-        "training": {**TRAINING, **training},
-        "evaluator": evaluator,
-    }
+    return Job(7, (genome or GENOME).to_dict(), 11, TASK, {**TRAINING, **training},
+               evaluator=evaluator).to_dict()  # fmt: skip
 
 
 def test_builtin_job_reports_all_metrics():
@@ -63,7 +58,7 @@ def evaluators(tmp_path, monkeypatch):
     (tmp_path / "myeval.py").write_text(
         textwrap.dedent("""
         def score(genome, seed, budget):
-            return {"val_accuracy": len(genome["layers"]) / 10, "seed": seed,
+            return {"val_accuracy": len(genome["layers"]) / 10, "given_seed": seed,
                     "epochs": budget["epochs"]}
         def nan(genome, seed, budget):
             return {"val_accuracy": float("nan")}
@@ -71,6 +66,10 @@ def evaluators(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         def text(genome, seed, budget):
             return {"val_accuracy": "high"}
+        def dashed(genome, seed, budget):
+            return {"val-acc": 0.5, "Top 1": 0.25}
+        def clash(genome, seed, budget):
+            return {"val_accuracy": 0.5, "Seed": 3}
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -79,7 +78,7 @@ def evaluators(tmp_path, monkeypatch):
 def test_user_evaluator_gets_genome_seed_and_budget(evaluators):
     result = run_job(job(evaluator="myeval:score", epochs=3))
     assert result["status"] == "ok"
-    assert result["metrics"] == {"val_accuracy": 0.2, "seed": 11.0, "epochs": 3.0}
+    assert result["metrics"] == {"val_accuracy": 0.2, "given_seed": 11.0, "epochs": 3.0}
 
 
 @pytest.mark.parametrize(
@@ -89,12 +88,19 @@ def test_user_evaluator_gets_genome_seed_and_budget(evaluators):
         ("boom", "RuntimeError: disk on fire"),
         ("text", "TypeError: evaluator returned a non-numeric metric"),
         ("absent", "PluginError: training.evaluator: 'myeval' has no function 'absent'"),
+        ("clash", "MetricNameError: metric name 'Seed' is a journal column of its own (seed)"),
     ],
 )
 def test_user_evaluator_failures_are_data(evaluators, name, error):
     result = run_job(job(evaluator=f"myeval:{name}"))
     assert result["status"] == "failed"
     assert result["error"].startswith(error)
+
+
+def test_metric_names_that_are_not_identifiers_are_kept(evaluators):
+    result = run_job(job(evaluator="myeval:dashed"))
+    assert result["status"] == "ok"
+    assert result["metrics"] == {"val-acc": 0.5, "Top 1": 0.25}
 
 
 def test_evaluation_seed_depends_on_run_seed_and_uid_only():

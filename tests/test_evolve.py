@@ -1,3 +1,7 @@
+"""The evolution loop in this process (inline backend): real tiny searches, failures, the cache,
+replay and resume, run limits, strategies, inheritance, distillation and the steady state.
+The same loop with real worker processes is tested in test_workers.py (slow)."""
+
 import json
 import shutil
 import signal
@@ -8,11 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evonas.config import ConfigError, operator_weights, resolve
-from evonas.launch import resume_search, run_search, start_search
-from evonas.operators import OPERATORS
+from evonas.config import ConfigError, resolve
+from evonas.launch import resume_search, run_search, run_to_end, start_search
+from evonas.operators import OPERATORS, operator_weights
+from evonas.reporters import Reporter
+from evonas.spaces import make_space
 from evonas.store import RunDirError
-from tests.conftest import NB201_TABLE, needs_nb201
+from tests.conftest import NB201_TABLE
 
 TINY = [
     "task.name=synthetic",
@@ -24,16 +30,25 @@ TINY = [
     "training.batch_size=32",
     "search.population=4",
     "search.generations=2",
+    "search.plot_every=0",
+    "parallel.backend=inline",
 ]
+FAULTS = Path(__file__).with_name("faults.py")
+TIMING = ["worker", "started_at", "finished_at", "eval_seconds"]
+MEASURED = [*TIMING, "train_seconds", "latency_ms"]  # measured, not computed
 
 
 def search(tmp_path, *sets, name="run"):
     config = resolve(sets=[*TINY, *sets])
-    return run_search(config, tmp_path / name, log=lambda line: None)
+    return run_search(config, tmp_path / name, log=None)
+
+
+def same_journal(a, b, drop=TIMING):
+    pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
 
 
 def test_a_real_search_journals_everything(tmp_path):
-    result = search(tmp_path)
+    result = search(tmp_path, "search.plot_every=1")
     people = result.individuals
     assert len(people) == 4 * 3
     assert people["generation"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
@@ -52,6 +67,7 @@ def test_a_real_search_journals_everything(tmp_path):
     assert generations["best_val_accuracy"].is_monotonic_increasing  # elitist: never lost
     assert (tmp_path / "run" / "plots" / "progress.png").stat().st_size > 1000
     assert (tmp_path / "run" / "plots" / "pareto.png").stat().st_size > 1000
+    assert "generation 2/2" in (tmp_path / "run" / "log.txt").read_text()
     assert not result.pareto.empty
 
 
@@ -62,7 +78,7 @@ def test_search_learns_something(tmp_path):
 
 @pytest.fixture
 def evaluators(tmp_path):
-    """A user evaluator given by file path (workers import it from there)."""
+    """A user evaluator given by file path."""
     (tmp_path / "fake_eval.py").write_text(
         textwrap.dedent(f"""
         import math
@@ -78,16 +94,11 @@ def evaluators(tmp_path):
             return {{"val_accuracy": genome["training"]["lr"] * 10 + n, "params": 10.0 * n}}
     """)
     )
-    return tmp_path
+    return f"training.evaluator={tmp_path / 'fake_eval.py'}:score"
 
 
 def test_failures_are_data_and_the_run_goes_on(tmp_path, evaluators):
-    result = search(
-        tmp_path,
-        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
-        "search.generations=3",
-        "search.population=6",
-    )
+    result = search(tmp_path, evaluators, "search.generations=3", "search.population=6")
     people = result.individuals
     failed = people[people["status"] == "failed"]
     assert len(people) == 24 and len(failed) > 0
@@ -99,79 +110,33 @@ def test_failures_are_data_and_the_run_goes_on(tmp_path, evaluators):
 
 def test_identical_work_is_evaluated_once(tmp_path, evaluators):
     result = search(
-        tmp_path,
-        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
-        "space.ops=[dense]",
-        "space.units=[8]",
-        "space.activations=[relu]",
-        "space.max_layers=2",
-        "space.lr_min=0.01",
-        "space.lr_max=0.01",
-        "search.population=6",
-    )
+        tmp_path, evaluators, "space.ops=[dense]", "space.units=[8]", "space.activations=[relu]",
+        "space.max_layers=2", "space.lr_min=0.01", "space.lr_max=0.01", "search.population=6",
+    )  # fmt: skip
     people = result.individuals
     cached = people[people["cached_from"].notna()]
     assert len(cached) > 0
-    assert (evaluators / "calls.txt").read_text().count("x") == len(people) - len(cached)
+    assert (tmp_path / "calls.txt").read_text().count("x") == len(people) - len(cached)
     for _, row in cached.iterrows():
         original = people.set_index("uid").loc[int(row["cached_from"])]
-        assert original["arch_key"] == row["arch_key"]
+        assert original["arch_key"] == row["arch_key"] and pd.isna(original["cached_from"])
         assert original["val_accuracy"] == row["val_accuracy"]
 
 
 def test_tournament_strategy_single_objective(tmp_path, evaluators):
-    result = search(
-        tmp_path,
-        f"training.evaluator={evaluators / 'fake_eval.py'}:score",
-        "search.strategy=tournament",
-        "search.objectives=[{name: val_accuracy, goal: max}]",
-    )
+    result = search(tmp_path, evaluators, "search.strategy=tournament",
+                    "search.objectives=[{name: val_accuracy, goal: max}]")  # fmt: skip
     best = result.generations["best_val_accuracy"].tolist()
     assert best == sorted(best)
     assert len(result.pareto) >= 1
 
 
 def test_same_seed_same_history_different_seed_different(tmp_path, evaluators):
-    a = search(
-        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", name="a"
-    ).individuals
-    b = search(
-        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", name="b"
-    ).individuals
-    c = search(
-        tmp_path, f"training.evaluator={evaluators / 'fake_eval.py'}:score", "seed=1", name="c"
-    ).individuals
-    timing = ["worker", "started_at", "finished_at", "eval_seconds"]
-    assert a.drop(columns=timing).equals(b.drop(columns=timing))
+    a = search(tmp_path, evaluators, name="a").individuals
+    b = search(tmp_path, evaluators, name="b").individuals
+    c = search(tmp_path, evaluators, "seed=1", name="c").individuals
+    same_journal(a, b)
     assert not a["genome"].equals(c["genome"])
-
-
-FAULTS = Path(__file__).with_name("faults.py")
-TIMING = ["worker", "started_at", "finished_at", "eval_seconds"]
-
-
-def test_fault_injection_each_failure_has_its_status(tmp_path):
-    from tests.faults import behaviour
-
-    result = search(
-        tmp_path,
-        f"training.evaluator={FAULTS}:evaluate",
-        "training.timeout=1",
-        "search.population=8",
-        "search.generations=1",
-        "parallel.n_jobs=2",
-    )
-    people = result.individuals
-    assert len(people) == 16 and result.state == "finished"
-    expected = {"ok": "ok", "raise": "failed", "nan": "failed", "sleep": "timeout",
-                "exit": "crashed", "segfault": "crashed"}  # fmt: skip
-    fresh = people[people["cached_from"].isna()]
-    for _, row in fresh.iterrows():
-        assert row["status"] == expected[behaviour(row["seed"])], row["error"]
-    messages = dict(zip(fresh["status"], fresh["error"]))
-    assert "timeout" in messages and "crashed" in messages and "failed" in messages
-    assert messages["timeout"].startswith("EvaluationTimeout")
-    assert messages["crashed"].startswith("WorkerDied")
 
 
 def copy_run(source, target, keep_evaluations):
@@ -189,15 +154,14 @@ def copy_run(source, target, keep_evaluations):
 
 
 def resume_to_end(run_dir, **changes):
-    search = resume_search(run_dir, changes, log=lambda line: None)
-    try:
-        return search.run()
-    finally:
-        search.store.close()
+    return run_to_end(resume_search(run_dir, changes, log=None))
+
+
+SLOW = [f"training.evaluator={FAULTS}:slow"]
 
 
 def test_resume_from_any_point_equals_uninterrupted(tmp_path):
-    sets = [f"training.evaluator={FAULTS}:slow", "search.population=5", "search.generations=4"]
+    sets = [*SLOW, "search.population=5", "search.generations=4"]
     reference = search(tmp_path, *sets, name="reference")
     total = len(reference.individuals)
     for keep in (0, 1, 7, 13, total - 1, total):
@@ -205,27 +169,19 @@ def test_resume_from_any_point_equals_uninterrupted(tmp_path):
         copy_run(tmp_path / "reference", run_dir, keep)
         result = resume_to_end(run_dir, **{"parallel.n_jobs": 2})
         assert result.state == "finished"
-        pd.testing.assert_frame_equal(
-            result.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
-        )
-        gen_columns = ["finished_at"]
-        pd.testing.assert_frame_equal(
-            result.generations.drop(columns=gen_columns),
-            reference.generations.drop(columns=gen_columns),
-        )
+        same_journal(result.individuals, reference.individuals)
+        same_journal(result.generations, reference.generations, drop=["finished_at"])
 
 
 def test_run_limits_stop_at_a_generation_boundary_and_resume_extends(tmp_path):
-    sets = [f"training.evaluator={FAULTS}:slow", "search.population=4", "search.generations=4"]
+    sets = [*SLOW, "search.population=4", "search.generations=4"]
     reference = search(tmp_path, *sets, name="reference")
     limited = search(tmp_path, *sets, "search.max_evaluations=10", name="limited")
     assert limited.state == "stopped" and "max_evaluations 10" in limited.reason
     assert len(limited.individuals) == 8 and len(limited.generations) == 2
     extended = resume_to_end(tmp_path / "limited", **{"search.max_evaluations": 0})
     assert extended.state == "finished"
-    pd.testing.assert_frame_equal(
-        extended.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
-    )
+    same_journal(extended.individuals, reference.individuals)
     timed = search(tmp_path, *sets, "search.max_time=0.001", name="timed")
     assert timed.state == "stopped" and "max_time" in timed.reason
     assert len(timed.generations) == 1
@@ -234,7 +190,7 @@ def test_run_limits_stop_at_a_generation_boundary_and_resume_extends(tmp_path):
 
 
 def test_resume_refuses_other_config_changes(tmp_path):
-    search(tmp_path, f"training.evaluator={FAULTS}:slow", "search.generations=1")
+    search(tmp_path, *SLOW, "search.generations=1")
     run_dir = tmp_path / "run"
     with pytest.raises(ConfigError, match="search.population: cannot change on resume"):
         resume_search(run_dir, {"search.population": 9})
@@ -247,13 +203,9 @@ def test_resume_refuses_other_config_changes(tmp_path):
 
 
 def test_resuming_a_finished_run_says_so(tmp_path):
-    search(tmp_path, f"training.evaluator={FAULTS}:slow", "search.generations=1")
+    search(tmp_path, *SLOW, "search.generations=1")
     lines = []
-    result = resume_search(tmp_path / "run", log=lines.append)
-    try:
-        assert result.run().state == "finished"
-    finally:
-        result.store.close()
+    assert run_to_end(resume_search(tmp_path / "run", log=lines.append)).state == "finished"
     assert any("already finished" in line for line in lines)
 
 
@@ -263,11 +215,9 @@ NB201 = [
     "space.kind=nb201",
     "search.objectives=[{name: c10valid_val_12ep, goal: max}]",
     "search.plot_every=0",
-    "parallel.backend=inline",
 ]
 
 
-@needs_nb201
 @pytest.mark.parametrize("strategy", ["local", "regularized", "random", "tournament", "nsga2"])
 def test_every_strategy_searches_the_nb201_table(tmp_path, strategy):
     result = search(tmp_path, *NB201, f"search.strategy={strategy}", "search.generations=60")
@@ -282,7 +232,6 @@ def test_every_strategy_searches_the_nb201_table(tmp_path, strategy):
     assert people["c10valid_val_12ep"].max() > 80
 
 
-@needs_nb201
 def test_local_search_finds_the_nb201_optimum_within_500_evaluations(tmp_path):
     result = search(tmp_path, *NB201, "search.strategy=local", "search.generations=496")
     assert len(result.individuals) == 500
@@ -291,44 +240,34 @@ def test_local_search_finds_the_nb201_optimum_within_500_evaluations(tmp_path):
     assert best["c10_test_200ep"] == pytest.approx(94.3733)
 
 
-@needs_nb201
 def test_aging_evolution_resumes_exactly_on_the_table(tmp_path):
     sets = [*NB201, "search.strategy=regularized", "search.generations=80"]
     reference = search(tmp_path, *sets, name="reference")
     copy_run(tmp_path / "reference", tmp_path / "cut", 37)
-    resumed = resume_to_end(tmp_path / "cut")
-    pd.testing.assert_frame_equal(
-        resumed.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
-    )
-
-
-def test_a_run_where_every_evaluation_fails_still_finishes(tmp_path):
-    result = search(tmp_path, f"training.evaluator={FAULTS}:fail", "search.generations=1")
-    assert result.state == "finished"
-    assert (result.individuals["status"] == "failed").all() and result.pareto.empty
-    assert (tmp_path / "run" / "plots" / "pareto.png").exists()
+    same_journal(resume_to_end(tmp_path / "cut").individuals, reference.individuals)
 
 
 # --- weight inheritance and distillation ---------------------------------------------------------
 
 
+class StopAfter(Reporter):
+    """Requests a stop (as Ctrl-C does) once `after` evaluations returned from workers."""
+
+    def __init__(self, evolution, after: int) -> None:
+        self.evolution, self.after, self.seen = evolution, after, 0
+
+    def evaluated(self, individual, source: str) -> None:
+        self.seen += source == "worker"
+        if self.seen == self.after:
+            self.evolution.request_stop(signal.SIGINT)
+
+
 def run_until_stopped(config, run_dir, after):
-    """A search stopped (as by Ctrl-C) once `after` results are journaled: what is in flight
-    finishes, nothing more starts."""
-    stopped = start_search(config, run_dir, log=lambda _: None)
-    record, journaled = stopped.record_result, []
-
-    def record_then_stop(ind, result):
-        record(ind, result)
-        journaled.append(ind.uid)
-        if len(journaled) == after:
-            stopped.request_stop(signal.SIGINT)
-
-    stopped.record_result = record_then_stop
-    try:
-        assert stopped.run().state == "interrupted"
-    finally:
-        stopped.store.close()
+    """A search stopped once `after` results are journaled: what is in flight finishes,
+    nothing more starts."""
+    evolution = start_search(config, run_dir, log=None)
+    evolution.reporters.reporters.append(StopAfter(evolution, after))
+    assert run_to_end(evolution).state == "interrupted"
 
 
 INHERIT = ["training.inherit_weights=true", "training.finetune_epochs=1", "search.generations=3"]
@@ -345,22 +284,19 @@ def test_children_inherit_and_the_journal_says_from_whom(tmp_path):
         if pd.isna(row["cached_from"]):
             assert row["epochs"] == 1 and 0 < row["inherited_share"] <= 1
     assert (people.loc[people["generation"] == 0, "epochs"] == 2).all()
-    assert (
-        people.loc[people["inherited_from"].isna() & people["cached_from"].isna(), "epochs"]
-        .eq(2)
-        .all()
-    )
-    assert {"prune", "cut"} <= set(operator_weights(resolve(sets=[*TINY, *INHERIT])))
+    scratch = people["inherited_from"].isna() & people["cached_from"].isna()
+    assert people.loc[scratch, "epochs"].eq(2).all()
+    config = resolve(sets=[*TINY, *INHERIT])
+    space, _ = make_space(config)
+    assert {"prune", "cut"} <= set(operator_weights({}, space, inherit_weights=True))
+    assert not {"prune", "cut"} & set(operator_weights({}, space, inherit_weights=False))
 
 
 def test_an_interrupted_run_with_inheritance_resumes_exactly(tmp_path):
     reference = search(tmp_path, *INHERIT, name="reference")
     run_until_stopped(resolve(sets=[*TINY, *INHERIT]), tmp_path / "stopped", after=7)
-    result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 2})
-    timing = [*TIMING, "train_seconds", "latency_ms"]  # measured, not computed
-    pd.testing.assert_frame_equal(
-        result.individuals.drop(columns=timing), reference.individuals.drop(columns=timing)
-    )
+    result = resume_to_end(tmp_path / "stopped")
+    same_journal(result.individuals, reference.individuals, drop=MEASURED)
     assert result.individuals["inherited_from"].notna().sum() > 3
 
 
@@ -374,48 +310,9 @@ def test_distillation_from_the_best_so_far_is_journaled(tmp_path):
         assert teachers == {str(best["uid"])}
 
 
-# --- steady-state (asynchronous) regularized evolution ---------------------------------------
-
-STEADY = [f"training.evaluator={FAULTS}:slow", "search.strategy=regularized",
-          "search.objectives=[{name: val_accuracy, goal: max}]", "search.population=5",
-          "search.generations=16", "search.plot_every=0", "search.async_window=3"]  # fmt: skip
-
-
-def test_steady_state_history_does_not_depend_on_workers_or_arrival_order(tmp_path):
-    one = search(tmp_path, *STEADY, "parallel.n_jobs=1", name="one")
-    three = search(tmp_path, *STEADY, "parallel.n_jobs=3", name="three")
-    pd.testing.assert_frame_equal(
-        one.individuals.drop(columns=TIMING), three.individuals.drop(columns=TIMING)
-    )
-    pd.testing.assert_frame_equal(
-        one.generations.drop(columns=["finished_at"]),
-        three.generations.drop(columns=["finished_at"]),
-    )
-    assert len(three.individuals) == 5 + 16 and len(three.generations) == 17
-    starts = three.individuals.sort_values("started_at")
-    overlapping = (starts["started_at"].shift(-1) < starts["finished_at"]).sum()
-    assert overlapping > 5  # children ran side by side, not one generation at a time
-    serial = search(tmp_path, *STEADY[:-1], "search.async_window=1", name="serial")
-    assert not serial.individuals["genome"].equals(three.individuals["genome"])
-
-
-def test_steady_state_resumes_exactly_after_a_stop(tmp_path):
-    reference = search(tmp_path, *STEADY, "parallel.n_jobs=2", name="reference")
-    config = resolve(sets=[*TINY, *STEADY, "parallel.n_jobs=2"])
-    run_until_stopped(config, tmp_path / "stopped", after=11)
-    result = resume_to_end(tmp_path / "stopped", **{"parallel.n_jobs": 3})
-    pd.testing.assert_frame_equal(
-        result.individuals.drop(columns=TIMING), reference.individuals.drop(columns=TIMING)
-    )
-
-
-def test_async_window_is_only_for_regularized_evolution():
-    with pytest.raises(ConfigError, match="search.async_window"):
-        resolve(sets=[*TINY, "search.async_window=2"])
-
-
 def test_size_and_latency_can_be_objectives(tmp_path):
-    objectives = "search.objectives=[{name: val_accuracy, goal: max}, {name: latency_ms, goal: min}, {name: size_bytes, goal: min}]"  # noqa: E501
+    objectives = ("search.objectives=[{name: val_accuracy, goal: max}, "
+                  "{name: latency_ms, goal: min}, {name: size_bytes, goal: min}]")  # fmt: skip
     result = search(tmp_path, objectives, "search.generations=1")
     people = result.individuals
     assert (people["latency_ms"] > 0).all() and (people["size_bytes"] > 0).all()
@@ -423,22 +320,34 @@ def test_size_and_latency_can_be_objectives(tmp_path):
     assert not result.pareto.empty
 
 
-def test_steady_state_with_inheritance_keeps_every_weight_a_child_needs(tmp_path):
-    steady = [*INHERIT, "search.strategy=regularized", "search.population=5",
-              "search.objectives=[{name: val_accuracy, goal: max}]", "search.generations=14",
-              "search.async_window=3", "search.plot_every=0"]  # fmt: skip
-    one = search(tmp_path, *steady, "parallel.n_jobs=1", name="one").individuals
-    two = search(tmp_path, *steady, "parallel.n_jobs=2", name="two").individuals
-    assert (two["status"] == "ok").all(), two["error"].dropna().tolist()
-    assert two["inherited_from"].notna().sum() >= 10
-    timing = [*TIMING, "train_seconds", "latency_ms"]
-    pd.testing.assert_frame_equal(one.drop(columns=timing), two.drop(columns=timing))
+# --- steady-state (asynchronous) regularized evolution ---------------------------------------
+
+STEADY = [*SLOW, "search.strategy=regularized",
+          "search.objectives=[{name: val_accuracy, goal: max}]", "search.population=5",
+          "search.generations=16", "search.plot_every=0", "search.async_window=3"]  # fmt: skip
+
+
+def test_steady_state_depends_on_its_window(tmp_path):
+    three = search(tmp_path, *STEADY, name="three")
+    assert len(three.individuals) == 5 + 16 and len(three.generations) == 17
+    serial = search(tmp_path, *STEADY[:-1], "search.async_window=1", name="serial")
+    assert not serial.individuals["genome"].equals(three.individuals["genome"])
+
+
+def test_steady_state_resumes_exactly_after_a_stop(tmp_path):
+    reference = search(tmp_path, *STEADY, name="reference")
+    run_until_stopped(resolve(sets=[*TINY, *STEADY]), tmp_path / "stopped", after=11)
+    same_journal(resume_to_end(tmp_path / "stopped").individuals, reference.individuals)
+
+
+def test_async_window_is_only_for_regularized_evolution():
+    with pytest.raises(ConfigError, match="search.async_window"):
+        resolve(sets=[*TINY, "search.async_window=2"])
 
 
 def test_max_evaluations_counts_the_next_step_not_a_population(tmp_path):
-    sets = [f"training.evaluator={FAULTS}:slow", "search.strategy=regularized",
-            "search.objectives=[{name: val_accuracy, goal: max}]", "search.population=5",
-            "search.generations=50", "search.max_evaluations=12",
-            "search.plot_every=0"]  # fmt: skip
+    sets = [*SLOW, "search.strategy=regularized", "search.population=5",
+            "search.objectives=[{name: val_accuracy, goal: max}]", "search.generations=50",
+            "search.max_evaluations=12", "search.plot_every=0"]  # fmt: skip
     result = search(tmp_path, *sets)
     assert result.state == "stopped" and len(result.individuals) == 12

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import evonas
-from evonas.export import genome_json, load_model, load_state_dict, write_model
+from evonas.export import genome_json, load_model, write_model
 from evonas.genome import load_genome, save_genome
-from evonas.store import UnsafeFileError
+from evonas.weights import UnsafeFileError, load_state_dict
 from tests.conftest import ROOT, run_cli
 
 

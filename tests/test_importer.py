@@ -3,7 +3,7 @@ import torch
 import yaml
 
 from evonas.export import load_model
-from evonas.importer import ImportError_, import_model
+from evonas.importer import UnsupportedModelError, import_model
 from tests import import_models
 from tests.conftest import ROOT, run_cli
 
@@ -45,14 +45,14 @@ def test_import_ops_are_what_the_model_has():
 
 
 def test_unsupported_modules_are_listed_with_their_paths():
-    with pytest.raises(ImportError_) as info:
+    with pytest.raises(UnsupportedModelError) as info:
         import_model(import_models.unsupported(), (1, 40))
     message = str(info.value)
     assert "0 (Conv1d): padding (1,) (evonas pads 2 for kernel 4)" in message
     assert "2: LSTM" in message
-    with pytest.raises(ImportError_, match="lstm: LSTM; getitem: getitem"):
+    with pytest.raises(UnsupportedModelError, match="lstm: LSTM; getitem: getitem"):
         import_model(import_models.ConvBase(), (1, 40))
-    with pytest.raises(ImportError_, match="pass --input-shape"):
+    with pytest.raises(UnsupportedModelError, match="pass --input-shape"):
         import_model(import_models.cnn1d())
 
 

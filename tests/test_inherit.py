@@ -6,11 +6,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evonas.builder import build
-from evonas.evaluate import save_state_dict
 from evonas.genome import Gene, Genome
-from evonas.inherit import inherit, plan
+from evonas.inherit import inherit
 from evonas.operators import OPERATORS, mutation_names
 from evonas.spaces import SequentialSpace
+from evonas.weights import plan, save_state_dict
 
 SHAPE = (2, 24)
 CLASSES = 5

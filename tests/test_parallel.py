@@ -5,14 +5,15 @@ import pytest
 
 from evonas import parallel
 from evonas.parallel import evaluate_stream
+from evonas.records import Job
 
 FAULTS = Path(__file__).with_name("faults.py")
 GENOME = {"layers": [], "training": {"lr": 0.001}}
 
 
 def job(uid, fn="evaluate", seed=None, timeout=0.0):
-    return {"uid": uid, "genome": GENOME, "seed": uid if seed is None else seed, "task": {},
-            "training": {"timeout": timeout}, "evaluator": f"{FAULTS}:{fn}"}  # fmt: skip
+    return Job(uid, GENOME, uid if seed is None else seed, {}, {"timeout": timeout},
+               evaluator=f"{FAULTS}:{fn}")  # fmt: skip
 
 
 def seed_for(kind):
@@ -22,45 +23,45 @@ def seed_for(kind):
 
 
 def by_uid(results):
-    return {r["uid"]: r for r in results}
+    return {r.uid: r for r in results}
 
 
 def test_every_job_yields_one_result_with_its_uid():
     results = list(evaluate_stream([job(u, "slow") for u in range(6)], n_jobs=2))
-    assert sorted(r["uid"] for r in results) == list(range(6))
-    assert all(r["status"] == "ok" for r in results)
-    workers = {r["worker"] for r in results}
-    assert os.getpid() not in workers and 1 <= len(workers) <= 2  # worker processes, at most 2
+    assert sorted(r.uid for r in results) == list(range(6))
+    assert all(r.status == "ok" for r in results)
+    workers = {r.worker for r in results}
+    assert str(os.getpid()) not in workers and 1 <= len(workers) <= 2  # processes, at most 2
 
 
 def test_a_dying_worker_costs_only_its_evaluation():
     jobs = [job(0, "slow"), job(1, seed=seed_for("exit")), job(2, "slow"), job(3, "slow")]
     results = by_uid(evaluate_stream(jobs, n_jobs=2, crash_retries=1))
     assert sorted(results) == [0, 1, 2, 3]
-    assert results[1]["status"] == "crashed"
-    assert results[1]["error"] == "WorkerDied: the worker process died 2 times"
-    assert all(results[u]["status"] == "ok" for u in (0, 2, 3))
+    assert results[1].status == "crashed"
+    assert results[1].error == "WorkerDied: the worker process died 2 times"
+    assert all(results[u].status == "ok" for u in (0, 2, 3))
 
 
 def test_segfault_is_a_crash_and_retries_are_configurable():
     results = by_uid(evaluate_stream([job(0, seed=seed_for("segfault"))], 1, crash_retries=0))
-    assert results[0]["status"] == "crashed"
-    assert "died 1 times" in results[0]["error"]
+    assert results[0].status == "crashed"
+    assert "died 1 times" in results[0].error
 
 
 def test_sleeping_past_the_timeout_is_a_timeout():
     results = by_uid(evaluate_stream([job(0, seed=seed_for("sleep"), timeout=1.0)], n_jobs=1))
-    assert results[0]["status"] == "timeout"
-    assert results[0]["error"] == "EvaluationTimeout: evaluation exceeded its timeout of 1 s"
+    assert results[0].status == "timeout"
+    assert results[0].error == "EvaluationTimeout: evaluation exceeded its timeout of 1 s"
 
 
 def test_a_hang_that_ignores_the_alarm_is_killed(monkeypatch):
     monkeypatch.setattr(parallel, "HARD_TIMEOUT_GRACE", 1.0)
     jobs = [job(0, "hang", timeout=0.5), job(1, "slow", timeout=0.5)]
     results = by_uid(evaluate_stream(jobs, n_jobs=2))
-    assert results[0]["status"] == "timeout"
-    assert results[0]["error"] == "EvaluationTimeout: killed after 0.5 s"
-    assert results[1]["status"] == "ok"
+    assert results[0].status == "timeout"
+    assert results[0].error == "EvaluationTimeout: killed after 0.5 s"
+    assert results[1].status == "ok"
 
 
 @pytest.mark.parametrize(("kind", "status", "error"), [
@@ -69,7 +70,7 @@ def test_a_hang_that_ignores_the_alarm_is_killed(monkeypatch):
 ])  # fmt: skip
 def test_exceptions_and_nan_are_failures(kind, status, error):
     results = by_uid(evaluate_stream([job(0, seed=seed_for(kind))], n_jobs=1))
-    assert (results[0]["status"], results[0]["error"]) == (status, error)
+    assert (results[0].status, results[0].error) == (status, error)
 
 
 def test_stop_request_stops_dispatching_but_keeps_results_in_flight():
@@ -81,7 +82,13 @@ def test_stop_request_stops_dispatching_but_keeps_results_in_flight():
 
     results = list(evaluate_stream([job(u, "slow") for u in range(8)], 2, should_stop=should_stop))
     assert 1 <= len(results) <= 2
-    assert all(r["status"] == "ok" for r in results)
+    assert all(r.status == "ok" for r in results)
+
+
+def test_inline_backend_runs_in_this_process():
+    results = list(evaluate_stream([job(u, "slow") for u in range(3)], n_jobs=1, backend="inline"))
+    assert [r.uid for r in results] == [0, 1, 2]
+    assert {r.worker for r in results} == {str(os.getpid())}
 
 
 def test_joblib_parallel_still_works_after_a_search_in_the_same_process():

@@ -2,16 +2,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from evonas.objectives import Objective
 from evonas.plots import (
     pareto_data,
-    pareto_mask,
     plot_pareto,
     plot_progress,
     progress_data,
     write_generation_plots,
 )
 
-OBJECTIVES = [{"name": "val_accuracy", "goal": "max"}, {"name": "params", "goal": "min"}]
+OBJECTIVES = [Objective("val_accuracy", "max"), Objective("params", "min")]
 
 
 def individuals():
@@ -38,12 +38,6 @@ def generations():
     )
 
 
-def test_pareto_mask_respects_goals():
-    values = np.array([[0.5, 100], [0.9, 1000], [0.7, 50], [0.4, 500]])
-    assert pareto_mask(values, ["max", "min"]).tolist() == [False, True, True, False]
-    assert pareto_mask(values, ["max", "max"]).tolist() == [False, True, False, False]
-
-
 def test_pareto_data_skips_failures():
     data = pareto_data(individuals(), OBJECTIVES)
     assert data["uid"].tolist() == [0, 1, 2, 4]
@@ -62,7 +56,14 @@ def test_figures_and_files(tmp_path):
     assert isinstance(plot_pareto(pareto_data(individuals(), OBJECTIVES), OBJECTIVES), Figure)
     empty = pareto_data(individuals().assign(status="failed"), OBJECTIVES)
     assert isinstance(plot_pareto(empty, OBJECTIVES[:1]), Figure)
-    write_generation_plots(tmp_path, individuals(), generations(), OBJECTIVES)
+    write_generation_plots(tmp_path, individuals(), generations(), OBJECTIVES, title="run-7")
     for name in ("progress.png", "pareto.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.png", "progress.png"]
+
+
+def test_generation_colour_bars_have_integer_ticks():
+    fig = plot_pareto(pareto_data(individuals(), OBJECTIVES), OBJECTIVES)
+    colour_bar = fig.axes[-1]
+    ticks = [t for t in colour_bar.get_yticks() if 0 <= t <= 1]
+    assert ticks and all(float(t).is_integer() for t in ticks)

@@ -6,8 +6,7 @@ from hypothesis import strategies as st
 
 from evonas.builder import build, count_params
 from evonas.genome import Gene, Genome
-from evonas.operators import OPERATORS
-from evonas.prune import cut, narrower, prune
+from evonas.operators import OPERATORS, cut, narrower, prune
 from evonas.spaces import SequentialSpace
 
 SPACE = SequentialSpace(input_shape=(1, 32), num_classes=4, widths=(8, 16, 32), units=(16, 32))

@@ -106,7 +106,7 @@ def test_tampered_run_weights_are_refused(trained, tmp_path):
     import shutil
 
     from evonas.analysis import load_run
-    from evonas.store import UnsafeFileError
+    from evonas.weights import UnsafeFileError
 
     copy = tmp_path / "copy"
     shutil.copytree(trained.path, copy)

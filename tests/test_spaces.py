@@ -4,7 +4,7 @@ import pytest
 
 from evonas.genome import Gene, Genome
 from evonas.spaces import NB201_OPS, Nb201Space, SequentialSpace
-from tests.conftest import NB201_TABLE, needs_nb201
+from tests.conftest import NB201_TABLE
 
 SPACES = {
     "1d": SequentialSpace(input_shape=(1, 40), num_classes=10),
@@ -83,7 +83,6 @@ def test_shapes_follow_conv_stride_and_dense():
 # --- NAS-Bench-201 cell space ------------------------------------------------------------------
 
 
-@needs_nb201
 def test_nb201_string_round_trip_for_all_cells():
     import pandas as pd
 

@@ -1,22 +1,32 @@
 import random
 
+from evonas.config import Search
 from evonas.genome import Genome
+from evonas.objectives import WORST, Objective, fitness_class, fitness_values
+from evonas.operators import Variation
+from evonas.records import Individual
 from evonas.spaces import Nb201Space
 from evonas.strategies import (
-    WORST,
-    Child,
-    Individual,
+    PARENT_SELECTIONS,
+    STRATEGIES,
+    SURVIVOR_SELECTIONS,
     LocalSearch,
     RandomSearch,
     RegularizedEvolution,
     deap_random,
-    fitness_class,
-    fitness_values,
-    select_parents,
-    select_survivors,
+    make_strategy,
 )
 
-OBJECTIVES = [{"name": "val_accuracy", "goal": "max"}, {"name": "params", "goal": "min"}]
+OBJECTIVES = [Objective("val_accuracy", "max"), Objective("params", "min")]
+
+
+def select_survivors(name, people, k):
+    return SURVIVOR_SELECTIONS[{"nsga2": "nsga2", "tournament": "best"}[name]](people, k)
+
+
+def select_parents(name, people, k, rng, size):
+    kind = {"nsga2": "crowded_tournament", "tournament": "tournament"}[name]
+    return PARENT_SELECTIONS[kind](people, k, rng, size)
 
 
 def population(points, objectives=OBJECTIVES):
@@ -75,77 +85,93 @@ def test_deap_random_leaves_global_random_alone_and_advances_rng():
     assert rng.random() == reference.random()
 
 
-# --- strategies on a stub fitness ------------------------------------------------------------
+# --- strategies on a stub fitness: the ask/tell protocol --------------------------------------
 
 
-def stub(uid, value, genome=None):
-    ind = Individual(uid, genome or Genome(genes=()), 0)
+def stub(uid, value, genome=None, operator="sample"):
+    ind = Individual(uid, genome or Genome(genes=()), 0, operator=operator)
     ind.fitness = fitness_class(OBJECTIVES[:1])((value,))
     return ind
 
 
-def keep_all(individuals):
-    return individuals
+def settings(population, offspring=0, tournament_size=3, objectives=OBJECTIVES[:1]):
+    return Search(population=population, offspring=offspring, tournament_size=tournament_size,
+                  objectives=objectives)  # fmt: skip
+
+
+def strategy(cls, search, space=None, seed=0, seen=lambda genome: False):
+    return cls(search, Variation(space or Nb201Space(), {"mutate_edge": 1.0}, random.Random(seed)),
+               seen)  # fmt: skip
+
+
+def test_every_configured_strategy_is_registered():
+    from evonas.config import STRATEGIES as NAMES
+
+    assert set(STRATEGIES) == set(NAMES) - {"auto"}
+    for name in STRATEGIES:
+        made = make_strategy(
+            name,
+            settings(4, objectives=OBJECTIVES),
+            Variation(Nb201Space(), {"mutate_edge": 1.0}, random.Random(0)),
+            lambda genome: False,
+        )
+        assert made.offspring >= 1 and made.initial_size == 4
 
 
 def test_aging_removes_the_oldest_even_if_it_is_the_best():
-    strategy = RegularizedEvolution(3, 0, 2, random.Random(0))
-    population = [stub(0, 0.99), stub(1, 0.1), stub(2, 0.2)]
-    survivors = strategy.survivors(population, [stub(3, 0.05)], keep_all)
-    assert [ind.uid for ind in survivors] == [1, 2, 3]
+    aging = strategy(RegularizedEvolution, settings(3, tournament_size=2))
+    aging.start([stub(0, 0.99), stub(1, 0.1), stub(2, 0.2)])
+    survivors = aging.tell([stub(3, 0.05)])
+    assert [ind.uid for ind in survivors] == [1, 2, 3] and aging.population == survivors
 
 
 def test_aging_parent_is_the_best_of_its_sample():
-    strategy = RegularizedEvolution(4, 0, 4, random.Random(0))  # sample = whole population
-    population = [stub(0, 0.3), stub(1, 0.9), stub(2, 0.5), stub(3, 0.1)]
-    chosen = []
-
-    def vary(select, mutation_only=False):
-        parents = select(1)
-        chosen.append(parents[0].uid)
-        assert mutation_only
-        return Child(Genome(genes=()), tuple(parents), "stub")
-
-    assert len(strategy.breed(population, vary, None, None)) == 1  # one child per step
-    assert chosen == [1]
+    space = Nb201Space()
+    aging = strategy(RegularizedEvolution, settings(4, tournament_size=4), space)  # all sampled
+    population = [stub(i, v, space.sample(random.Random(i))) for i, v in
+                  enumerate([0.3, 0.9, 0.5, 0.1])]  # fmt: skip
+    aging.start(population)
+    children = aging.ask(1)  # one child per step by default
+    assert aging.offspring == 1 and len(children) == 1
+    assert [p.uid for p in children[0].parents] == [1]
+    assert children[0].operator == "mutate_edge"
 
 
 def test_local_search_keeps_the_incumbent_unless_beaten():
-    strategy = LocalSearch(Nb201Space(), 1, 0, 3, random.Random(0))
+    local = strategy(LocalSearch, settings(2))
     incumbent = stub(0, 0.5)
-    assert strategy.survivors([incumbent], [stub(1, 0.4)], keep_all) == [incumbent]
-    assert strategy.survivors([incumbent], [stub(2, 0.5)], keep_all) == [incumbent]
+    local.start([incumbent])
+    assert local.tell([stub(1, 0.4)]) == [incumbent]
+    assert local.tell([stub(2, 0.5)]) == [incumbent]
     better = stub(3, 0.6)
-    assert strategy.survivors([incumbent], [stub(4, 0.1), better], keep_all) == [better]
-    restart = stub(5, 0.01)
-    restart.operator = "restart"
-    assert strategy.survivors([incumbent], [restart], keep_all) == [restart]
+    assert local.tell([stub(4, 0.1), better]) == [better]
+    restart = stub(5, 0.01, operator="restart")
+    assert local.tell([restart]) == [restart]
 
 
 def test_local_search_walks_unseen_neighbours_then_restarts():
     space = Nb201Space()
-    strategy = LocalSearch(space, 1, 5, 3, random.Random(0))
-    incumbent = stub(0, 0.5, space.sample(random.Random(1)))
     seen = set()
-    children = strategy.breed([incumbent], None, lambda: space.sample(random.Random(2)),
-                              lambda g: g.arch_key() in seen)  # fmt: skip
+    local = strategy(LocalSearch, settings(2, offspring=5), space,
+                     seen=lambda g: g.arch_key() in seen)  # fmt: skip
+    incumbent = stub(0, 0.5, space.sample(random.Random(1)))
+    local.start([incumbent])
+    children = local.ask(5)
     assert len(children) == 5 and all(c.operator == "mutate_edge" for c in children)
     assert {c.genome.arch_key() for c in children} <= {
         g.arch_key() for g in space.neighbors(incumbent.genome)
     }
     seen |= {g.arch_key() for g in space.neighbors(incumbent.genome)}
-    restart = strategy.breed([incumbent], None, lambda: space.sample(random.Random(2)),
-                             lambda g: g.arch_key() in seen)  # fmt: skip
+    restart = local.ask(5)
     assert [c.operator for c in restart] == ["restart"] and restart[0].parents == ()
 
 
 def test_random_search_only_samples():
-    space = Nb201Space()
-    strategy = RandomSearch(False, 4, 0, 3, random.Random(0))
-    rng = random.Random(5)
-    children = strategy.breed([], None, lambda: space.sample(rng), lambda g: False)
+    search = settings(4)
+    random_search = strategy(lambda *args: RandomSearch(False, *args), search)
+    children = random_search.ask(4)
     assert len(children) == 4
     assert all(c.operator == "sample" and c.parents == () for c in children)
-    population = [stub(i, v) for i, v in enumerate([0.1, 0.5, 0.3, 0.2])]
-    survivors = strategy.survivors(population, [stub(9, 0.9)], keep_all)
+    random_search.start([stub(i, v) for i, v in enumerate([0.1, 0.5, 0.3, 0.2])])
+    survivors = random_search.tell([stub(9, 0.9)])
     assert [ind.uid for ind in survivors] == [9, 1, 2, 3]

@@ -1,0 +1,207 @@
+"""Objectives: what a search optimises, and the only definitions of "better", "best", the Pareto
+front and DEAP fitness in evonas.
+
+An objective is a metric name and a goal (`max` or `min`). Failed evaluations and missing metrics
+get finite worst values (`WORST`): DEAP's NSGA-II and crowding distances must never see NaN or inf.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, field_validator
+
+WORST = 1e30
+# Metrics whose smaller values are better when they are not among a run's objectives.
+SMALLER_IS_BETTER = {"params", "flops", "size_bytes", "latency_ms", "train_loss", "train_seconds"}
+
+
+class Objective(BaseModel):
+    """A metric to optimise: `Objective("val_accuracy", "max")`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    name: str
+    goal: Literal["max", "min"]
+
+    def __init__(self, *args: str, **fields: object) -> None:
+        super().__init__(**dict(zip(("name", "goal"), args)), **fields)
+
+    @field_validator("name")
+    @classmethod
+    def _metric_name(cls, name: str) -> str:
+        if not name or '"' in name or name != name.strip():
+            raise ValueError(f"expected a metric name, got {name!r}")
+        return name
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger is better, -1 when smaller is."""
+        return 1.0 if self.goal == "max" else -1.0
+
+    @property
+    def worst(self) -> float:
+        return -self.sign * WORST
+
+    def best_of(self, values: Iterable[float]) -> float:
+        return max(values) if self.goal == "max" else min(values)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "goal": self.goal}
+
+
+def objective_for(name: str, objectives: Sequence[Objective]) -> Objective:
+    """The run's objective on `name`, or the natural goal of a metric that is not one."""
+    for objective in objectives:
+        if objective.name == name:
+            return objective
+    return Objective(name, "min" if name in SMALLER_IS_BETTER else "max")
+
+
+def missing_metric(
+    objectives: Sequence[Objective], available: Iterable[str], source: str
+) -> str | None:
+    """The error for the first objective that `source` does not produce, naming the metrics it
+    does and the closest one; None when every objective is there."""
+    import difflib
+
+    available = sorted(available)
+    for index, objective in enumerate(objectives):
+        if objective.name not in available:
+            close = difflib.get_close_matches(objective.name, available, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return (
+                f"search.objectives[{index}].name: {objective.name!r} is not a metric {source} "
+                f"produces (it produces: {', '.join(available) or 'none'}){hint}"
+            )
+    return None
+
+
+# --- DEAP fitness ------------------------------------------------------------------------------
+
+
+def fitness_class(objectives: Sequence[Objective]) -> type:
+    """A DEAP Fitness subclass whose weights follow the objectives' goals (no `deap.creator`)."""
+    from deap import base
+
+    return type("Fitness", (base.Fitness,), {"weights": tuple(o.sign for o in objectives)})
+
+
+def fitness_values(
+    metrics: dict[str, float], ok: bool, objectives: Sequence[Objective]
+) -> tuple[float, ...]:
+    """Objective values of one evaluation; failures and missing metrics get the worst value."""
+    values = []
+    for objective in objectives:
+        value = metrics.get(objective.name) if ok else None
+        values.append(objective.worst if value is None else float(value))
+    return tuple(values)
+
+
+# --- Pareto front ------------------------------------------------------------------------------
+
+
+def pareto_mask(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
+    """True for the rows of `values` (one column per objective) that no other row dominates."""
+    signed = np.asarray(values, dtype=float) * np.array([o.sign for o in objectives])
+    mask = np.ones(len(signed), dtype=bool)
+    for i, row in enumerate(signed):
+        dominated = np.all(signed >= row, axis=1) & np.any(signed > row, axis=1)
+        mask[i] = not dominated.any()
+    return mask
+
+
+def successful(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """Rows with status ok and a value for every objective (empty when a metric never appeared)."""
+    names = [o.name for o in objectives]
+    if not set(names) <= set(individuals.columns):
+        return individuals.iloc[0:0]
+    return individuals[individuals["status"] == "ok"].dropna(subset=names)
+
+
+def pareto_front(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """The journal rows of the successful individuals on the Pareto front, ordered by the last
+    objective (then uid)."""
+    ok = successful(individuals, objectives)
+    if ok.empty:
+        return ok.reset_index(drop=True)
+    front = ok[pareto_mask(ok[[o.name for o in objectives]].to_numpy(float), objectives)]
+    return front.sort_values([objectives[-1].name, "uid"]).reset_index(drop=True)
+
+
+# --- best ----------------------------------------------------------------------------------------
+
+
+def quality_floor(
+    individuals: pd.DataFrame, objectives: Sequence[Objective], chance: float | None
+) -> float | None:
+    """The value of the first objective (the quality a search is about) that a model must reach
+    to count as useful: halfway from chance (or, when chance is unknown, from the worst
+    successful value) to the best found. None when nothing succeeded."""
+    quality = objectives[0]
+    ok = successful(individuals, objectives[:1])
+    if ok.empty:
+        return None
+    values = ok[quality.name]
+    best = quality.best_of(values)
+    base = (
+        chance if chance is not None else (values.min() if quality.goal == "max" else values.max())
+    )
+    return float(base + (best - base) / 2)
+
+
+def best_row(
+    individuals: pd.DataFrame,
+    name: str,
+    objectives: Sequence[Objective],
+    chance: float | None = None,
+) -> pd.Series:
+    """The best successful individual on metric `name`.
+
+    On the first objective, or a metric that is not an objective, it is simply the best value.
+    On any other objective (say `params` in an accuracy-against-size search) it is the best among
+    the Pareto front's members that reach the quality floor on the first objective (see
+    `quality_floor`): the smallest model that is also good, not a model at chance level. Ties are
+    broken by the objectives in order, then by uid. KeyError when no individual has the metric."""
+    objective = objective_for(name, objectives)
+    ok = successful(individuals, [objective])
+    if ok.empty:
+        raise KeyError(f"no successful individual has metric {name!r}")
+    if name in [o.name for o in objectives[1:]]:
+        front = pareto_front(individuals, objectives)
+        floor = quality_floor(individuals, objectives, chance)
+        quality = objectives[0]
+        useful = front[quality.sign * front[quality.name] >= quality.sign * floor]
+        ok = useful if not useful.empty else front
+    order = [objective, *[o for o in objectives if o.name != name]]
+    keys = [o.name for o in order if o.name in ok]
+    ranked = ok.sort_values(
+        [*keys, "uid"], ascending=[o.goal == "min" for o in order if o.name in ok] + [True]
+    )
+    return ranked.iloc[0]
+
+
+def best_individual(individuals: Iterable, objective: Objective):
+    """The successful individual (an `evonas.records.Individual`) with the best value of
+    `objective`, the lowest uid among ties; None when none has it."""
+    scored = [ind for ind in individuals if ind.status == "ok" and objective.name in ind.metrics]
+    if not scored:
+        return None
+    return max(scored, key=lambda ind: (objective.sign * ind.metrics[objective.name], -ind.uid))
+
+
+def population_stats(
+    metrics: Iterable[dict[str, float]], objectives: Sequence[Objective]
+) -> dict[str, float]:
+    """best_<name> and median_<name> of each objective over successful members' metrics."""
+    rows = list(metrics)
+    stats: dict[str, float] = {}
+    for objective in objectives:
+        values = [row[objective.name] for row in rows if objective.name in row]
+        if values:
+            stats[f"best_{objective.name}"] = objective.best_of(values)
+            stats[f"median_{objective.name}"] = statistics.median(values)
+    return stats

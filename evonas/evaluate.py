@@ -8,6 +8,7 @@ failure is data, the run goes on.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -31,8 +32,12 @@ class EvaluationTimeout(TimeoutError):
 
 
 def run_job(job_data: dict[str, Any]) -> dict[str, Any]:
+    """A worker process's entry point: plain data in, plain data out."""
+    return evaluate(Job.from_dict(job_data)).to_dict()
+
+
+def evaluate(job: Job) -> Result:
     """Evaluate one job; never raises for a failing evaluation (the status says what happened)."""
-    job = Job.from_dict(job_data)
     started = time.time()
     gpu, status, error, metrics, trace = None, OK, None, {}, None
     try:
@@ -40,7 +45,11 @@ def run_job(job_data: dict[str, Any]) -> dict[str, Any]:
             from evonas.devices import lease
 
             gpu = lease(**job.lease)
-        with _alarm(float(job.training.get("timeout") or 0)):
+        timeout = float(job.training.get("timeout") or 0)
+        if timeout > 0:
+            with _alarm(timeout):
+                metrics = _evaluate(job)
+        else:
             metrics = _evaluate(job)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
@@ -48,10 +57,9 @@ def run_job(job_data: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
         status, error, metrics = _status_of(exc), _one_line(exc), {}
         trace = traceback.format_exc(limit=8)
-    result = Result(job.uid, status, error, metrics, worker=str(os.getpid()),
-                    device=_device_name(job, gpu), gpu=gpu, started_at=started,
-                    finished_at=time.time(), traceback=trace)  # fmt: skip
-    return result.to_dict()
+    return Result(job.uid, status, error, metrics, worker=str(os.getpid()),
+                  device=_device_name(job, gpu), gpu=gpu, started_at=started,
+                  finished_at=time.time(), traceback=trace)  # fmt: skip
 
 
 def _device_name(job: Job, gpu: str | None) -> str:
@@ -128,7 +136,8 @@ def _run_user_evaluator(job: Job) -> dict[str, float]:
     from evonas.plugins import load_callable
 
     fn = load_callable(job.evaluator, what="training.evaluator")
-    metrics = fn(dict(job.genome), int(job.seed), dict(job.training))
+    # copies: the user's function may change what it is given
+    metrics = fn(copy.deepcopy(job.genome), int(job.seed), dict(job.training))
     if not isinstance(metrics, dict):
         raise TypeError(f"evaluator must return dict[str, float], got {type(metrics).__name__}")
     for name in metrics:

@@ -39,6 +39,10 @@ SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
 TRAINING_PARAMS: dict[str, type | tuple[type, ...]] = {"lr": (float, int)}
 
 
+# Sorted keys, no spaces: the form arch keys are hashed from (one encoder, made once).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 class GenomeError(ValueError):
     """A genome file or dict that is not a valid genome; the message names the bad field."""
 
@@ -54,6 +58,16 @@ class Gene:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "op": self.op, **self.params}
+
+    @cached_property
+    def json(self) -> str:
+        """This gene in the genome's JSON (made once: genes are shared by many genomes)."""
+        return _CANONICAL.encode(self.to_dict())
+
+    @cached_property
+    def canonical(self) -> str:
+        """This gene in the architecture key's canonical form (op and parameters, no id)."""
+        return _CANONICAL.encode([self.op, sorted(self.params.items())])
 
     def summary(self) -> str:
         p = self.params
@@ -80,25 +94,34 @@ class Genome:
     training: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers": [g.to_dict() for g in self.genes],
-            "training": dict(self.training),
-        }
+        """Plain data; treat it as read-only (it is made once per genome)."""
+        return self._dict
+
+    @cached_property
+    def _dict(self) -> dict[str, Any]:
+        return {"layers": [g.to_dict() for g in self.genes], "training": dict(self.training)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")), from the genes' parts
+        training = _CANONICAL.encode(self.training)
+        return f'{{"layers":[{",".join(g.json for g in self.genes)}],"training":{training}}}'
 
     def arch_key(self) -> str:
         """Canonical hash of the architecture and training genes, ignoring gene ids."""
-        return self._arch_key
+        cached = self.__dict__.get("_arch_key")  # faster than the descriptor on hot paths
+        return cached if cached is not None else self._arch_key
 
     @cached_property
     def _arch_key(self) -> str:
-        canonical = {
-            "layers": [[g.op, sorted(g.params.items())] for g in self.genes],
-            "training": sorted(self.training.items()),
-        }
-        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        # the sha256 of {"layers": [[op, sorted(params)], ...], "training": sorted(training)} in
+        # canonical JSON, assembled from the genes' cached parts
+        layers = ",".join(g.canonical for g in self.genes)
+        training = _CANONICAL.encode(sorted(self.training.items()))
+        blob = f'{{"layers":[{layers}],"training":{training}}}'
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def gene_ids(self) -> list[int]:

@@ -56,7 +56,8 @@ class Ledger:
         self.cache: dict[str, int] = {}  # cache key -> uid of the first result with it
         self.pending: dict[str, Individual] = {}  # cache key -> the evaluation in flight
         self.copies: dict[int, list[Individual]] = {}  # uid in flight -> identical work waiting
-        self.seen_keys: set[str] = set()
+        self.seen_keys: set[str] = set()  # architecture keys (training settings are the run's)
+        self.keys: dict[int, str] = {}  # uid -> cache key, fixed once its inputs are known
         self.checked_metrics = bool(self.journal)  # a resumed run was checked when it started
         training = config.training.model_dump()
         self.training = {k: v for k, v in training.items() if k != "evaluator"}
@@ -89,12 +90,13 @@ class Ledger:
 
     def seen(self, genome: Genome) -> bool:
         """Whether the same architecture and training genes were already evaluated."""
-        return self._genome_key(genome) in self.seen_keys
+        return genome.arch_key() in self.seen_keys
 
     def weights_uid(self, ind: Individual) -> int:
         """The uid whose weights file holds `ind`'s trained weights (itself, or the original of
         a cached copy)."""
-        return self.cache.get(self._cache_key(ind), ind.uid)
+        key = self.keys.get(ind.uid) or self._cache_key(ind)
+        return self.cache.get(key, ind.uid)
 
     # --- where results come from -----------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class Ledger:
         returned job."""
         ind.inherit = self.weights.plan_for(ind, self.by_uid, self.weights_uid)
         ind.teacher = teacher
-        key = self._cache_key(ind)
+        key = self.keys[ind.uid] = self._cache_key(ind)
         if ind.uid in self.journal:
             self._replay(ind, self.journal[ind.uid])
         elif key in self.cache:
@@ -120,7 +122,7 @@ class Ledger:
         """Journal an evaluation's result, and the copies that waited for it; returns them.
         ConfigError when the first success of a user's evaluator lacks an objective."""
         ind = self.by_uid[result.uid]
-        self.pending.pop(self._cache_key(ind), None)
+        self.pending.pop(self.keys[ind.uid], None)
         self._apply(ind, result.status, result.error, result.metrics)
         weights = self.weights.path(ind.uid) if self.weights.keeps else None
         kept = ind.status == OK and weights is not None and weights.exists()
@@ -152,8 +154,8 @@ class Ledger:
     def _apply(self, ind: Individual, status: str, error: str | None, metrics: dict) -> None:
         ind.status, ind.error, ind.metrics = status, error, metrics
         ind.fitness = self.fitness_cls(fitness_values(metrics, status == OK, self.objectives))
-        self.cache.setdefault(self._cache_key(ind), ind.uid)
-        self.seen_keys.add(self._genome_key(ind.genome))
+        self.cache.setdefault(self.keys[ind.uid], ind.uid)
+        self.seen_keys.add(ind.genome.arch_key())
 
     def _job(self, ind: Individual) -> Job:
         weights = self.weights.path(ind.uid).resolve() if self.weights.keeps else None

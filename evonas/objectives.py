@@ -106,11 +106,38 @@ def fitness_values(
 
 def pareto_mask(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
     """True for the rows of `values` (one column per objective) that no other row dominates."""
-    signed = np.asarray(values, dtype=float) * np.array([o.sign for o in objectives])
-    mask = np.ones(len(signed), dtype=bool)
-    for i, row in enumerate(signed):
-        dominated = np.all(signed >= row, axis=1) & np.any(signed > row, axis=1)
-        mask[i] = not dominated.any()
+    signed = np.asarray(values, dtype=float).reshape(len(values), len(objectives))
+    signed = signed * np.array([o.sign for o in objectives])
+    if len(objectives) == 1:
+        return signed[:, 0] == signed[:, 0].max() if len(signed) else np.zeros(0, dtype=bool)
+    if len(objectives) == 2:
+        return _front_of_two(signed)
+    # Rows best first (lexicographically): whatever dominates a row comes before it, so a row
+    # need only be compared with the front found so far.
+    mask = np.zeros(len(signed), dtype=bool)
+    front = np.empty((0, signed.shape[1]))
+    for i in np.lexsort(-signed.T[::-1]):
+        row = signed[i]
+        if not (np.all(front >= row, axis=1) & np.any(front > row, axis=1)).any():
+            mask[i] = True
+            front = np.vstack([front, row])
+    return mask
+
+
+def _front_of_two(signed: np.ndarray) -> np.ndarray:
+    """Two objectives (both to maximise) in O(n log n): sorted by the first, then the second,
+    a row is dominated by a better first value with a second at least as good, or by an equal
+    first value with a better second."""
+    mask = np.zeros(len(signed), dtype=bool)
+    if not len(signed):
+        return mask
+    order = np.lexsort((-signed[:, 1], -signed[:, 0]))
+    first, second = signed[order, 0], signed[order, 1]
+    group_start = np.r_[0, np.flatnonzero(np.diff(first)) + 1]
+    starts = np.repeat(group_start, np.diff(np.r_[group_start, len(first)]))
+    best_before = np.where(starts > 0, np.maximum.accumulate(second)[starts - 1], -np.inf)
+    dominated = (best_before >= second) | (second[starts] > second)
+    mask[order] = ~dominated
     return mask
 
 

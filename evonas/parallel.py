@@ -79,14 +79,14 @@ class Dispatcher:
             self._start(self.queue.popleft())
 
     def _start(self, job: Job) -> None:
-        self.in_flight[self.pool.submit(job.to_dict())] = (job, time.monotonic())
+        self.in_flight[self.pool.submit(job)] = (job, time.monotonic())
 
     def _collect(self, done: list[Any]) -> list[Result]:
         results, broken = [], []
         for future in done:
             job, _started = self.in_flight.pop(future)
             try:
-                results.append(Result.from_dict(self.pool.outcome(future)))
+                results.append(self.pool.outcome(future))
             except WorkerLost as lost:
                 if self.pool.restarts_on_worker_death:
                     broken.append(job)

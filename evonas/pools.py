@@ -8,8 +8,8 @@
   worker died.
 - `inline`: in this process, one job after another (table lookups, debugging): no crash isolation.
 
-Pools take and give plain dicts (`Job.to_dict()` in, `Result.to_dict()` out); the parent stays the
-only writer of the journal. Cluster pools are started once per process and reused, so workers
+Pools take `Job`s and give `Result`s; what crosses to another process goes as plain dicts
+(`evaluate.run_job`). The parent stays the only writer of the journal. Cluster pools are started once per process and reused, so workers
 stay warm (torch imported, data loaded); `close_pools()` shuts them down. dask and ray are
 imported only when used.
 """
@@ -23,7 +23,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Protocol
 
 from evonas.config import ConfigError
-from evonas.evaluate import init_worker, run_job
+from evonas.evaluate import evaluate, init_worker, run_job
+from evonas.records import Job, Result
 
 IDLE_WORKER_SECONDS = 600  # keep local workers warm between runs
 CONNECT_SECONDS = 30
@@ -39,14 +40,14 @@ class Pool(Protocol):
     # cluster has already retried the job, and a WorkerLost outcome is final.
     restarts_on_worker_death: bool
 
-    def submit(self, job: dict[str, Any]) -> Any:
-        """Start `run_job(job)`; returns a future."""
+    def submit(self, job: Job) -> Any:
+        """Start evaluating `job`; returns a future."""
 
     def wait(self, futures: list[Any], timeout: float) -> list[Any]:
         """The futures that are done, waiting up to `timeout` seconds for the first."""
 
-    def outcome(self, future: Any) -> dict[str, Any]:
-        """The result dict of a done future; WorkerLost if its worker died."""
+    def outcome(self, future: Any) -> Result:
+        """The result of a done future; WorkerLost if its worker died."""
 
     def cancel(self, future: Any) -> None:
         """Give up on a job (its result is no longer wanted)."""
@@ -59,23 +60,30 @@ class Pool(Protocol):
         `close_pools()`."""
 
 
+class _Done:
+    """The result of an evaluation that already ran (no threads, no locks: lookups are hot)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+
+
 class InlinePool:
     """Runs each job in this process as it is submitted."""
 
     restarts_on_worker_death = False
 
-    def submit(self, job: dict[str, Any]) -> Future:
-        future: Future = Future()
-        future.set_result(run_job(job))
-        return future
+    def submit(self, job: Job) -> _Done:
+        return _Done(evaluate(job))
 
-    def wait(self, futures: list[Future], timeout: float) -> list[Future]:
+    def wait(self, futures: list[_Done], timeout: float) -> list[_Done]:
         return futures
 
-    def outcome(self, future: Future) -> dict[str, Any]:
-        return future.result()
+    def outcome(self, future: _Done) -> Result:
+        return future.result
 
-    def cancel(self, future: Future) -> None:
+    def cancel(self, future: _Done) -> None:
         pass
 
     def restart(self) -> None:
@@ -102,18 +110,18 @@ class LokyPool:
             self.n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=init_worker
         )
 
-    def submit(self, job: dict[str, Any]) -> Future:
-        return self.executor.submit(run_job, job)
+    def submit(self, job: Job) -> Future:
+        return self.executor.submit(run_job, job.to_dict())
 
     def wait(self, futures: list[Future], timeout: float) -> list[Future]:
         done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
         return list(done)
 
-    def outcome(self, future: Future) -> dict[str, Any]:
+    def outcome(self, future: Future) -> Result:
         from joblib.externals.loky.process_executor import BrokenProcessPool
 
         try:
-            return future.result()
+            return Result.from_dict(future.result())
         except BrokenProcessPool:
             raise WorkerLost from None
 
@@ -178,9 +186,11 @@ class DaskPool(ClusterPool):
                 )
             self.client = Client(self.cluster)
 
-    def submit(self, job: dict[str, Any]):
-        key = f"evonas-uid{job['uid']}-{uuid.uuid4().hex[:8]}"
-        return self.client.submit(run_job, job, key=key, pure=False, resources=self.resources)
+    def submit(self, job: Job):
+        key = f"evonas-uid{job.uid}-{uuid.uuid4().hex[:8]}"
+        return self.client.submit(
+            run_job, job.to_dict(), key=key, pure=False, resources=self.resources
+        )
 
     def wait(self, futures: list, timeout: float) -> list:
         from distributed import wait as dask_wait
@@ -191,11 +201,11 @@ class DaskPool(ClusterPool):
             return [f for f in futures if f.done()]
         return list(done)
 
-    def outcome(self, future) -> dict[str, Any]:
+    def outcome(self, future) -> Result:
         from distributed import KilledWorker
 
         try:
-            return future.result()
+            return Result.from_dict(future.result())
         except KilledWorker:
             raise WorkerLost(
                 "WorkerDied: Dask workers died running it; the cluster gave up"
@@ -232,17 +242,17 @@ class RayPool(ClusterPool):
         self.task = ray.remote(num_cpus=1, num_gpus=resources.get("GPU", 0),
                                max_retries=crash_retries)(run_job)  # fmt: skip
 
-    def submit(self, job: dict[str, Any]):
-        return self.task.remote(job)
+    def submit(self, job: Job):
+        return self.task.remote(job.to_dict())
 
     def wait(self, futures: list, timeout: float) -> list:
         ready, _ = self.ray.wait(futures, num_returns=1, timeout=timeout)
         return ready
 
-    def outcome(self, ref) -> dict[str, Any]:
+    def outcome(self, ref) -> Result:
         errors = self.ray.exceptions
         try:
-            return self.ray.get(ref)
+            return Result.from_dict(self.ray.get(ref))
         except (errors.WorkerCrashedError, errors.TaskCancelledError, errors.RayTaskError) as exc:
             raise WorkerLost(f"WorkerDied: {type(exc).__name__}") from None
 

@@ -4,8 +4,8 @@ The loop calls every reporter at the same points: `started`, `generation_started
 (each journaled result), `generation_finished`, `info` (a log line) and `ended`. Each hook is
 optional (`Reporter` does nothing). Built in:
 
-- `LogReporter`: lines to the terminal and to `RUN_DIR/log.txt` (every line goes to the file; on
-  the terminal, generation lines come at most once per `LOG_SECONDS`, the last always);
+- `LogReporter`: lines to the terminal and to `RUN_DIR/log.txt`; generation lines come at most
+  once per `LOG_SECONDS` (the first and the last always), every other line as it happens;
 - `ProgressReporter`: a one-line bar on a terminal (redrawn at most 10 times a second), nothing
   when output is piped;
 - `PlotReporter`: the per-generation figures, redrawn at most once per `PLOT_SECONDS` and at
@@ -126,6 +126,8 @@ class ProgressReporter(Reporter):
         self.draw(force=True)
 
     def evaluated(self, individual: Individual, source: str) -> None:
+        if not self.enabled:
+            return
         self.done += 1
         self.evaluated_here += source == "worker"
         self.failed += individual.status != OK
@@ -178,16 +180,15 @@ class LogReporter(Reporter):
     ) -> None:
         self.echo, self.progress = echo, progress
         self.file = open(log_file, "a", buffering=1) if log_file else None  # noqa: SIM115
-        self.echoed_at = 0.0
+        self.generation_at = 0.0
 
-    def write(self, line: str, terminal: bool = True) -> None:
+    def write(self, line: str) -> None:
         if self.file is not None:
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-        if terminal and self.echo is not None:
+        if self.echo is not None:
             if self.progress is not None:
                 self.progress.clear()
             self.echo(line)
-            self.echoed_at = time.monotonic()
 
     def started(self, replayed: int) -> None:
         if replayed:
@@ -198,16 +199,18 @@ class LogReporter(Reporter):
             self.write(f"  uid {individual.uid} {individual.status}: {individual.error}")
 
     def generation_finished(self, summary: GenerationSummary) -> None:
+        due = time.monotonic() - self.generation_at >= LOG_SECONDS
+        if not due and summary.generation not in (0, summary.generations):
+            return
         best = ", ".join(
             f"best {k[5:]} {number(v)}" for k, v in summary.stats.items() if k[:5] == "best_"
         )
-        line = (
+        self.write(
             f"generation {summary.generation}/{summary.generations}: {len(summary.evaluated)} "
             f"evaluated, {summary.failed} failed; {best or 'no success yet'} "
             f"[{summary.elapsed:.0f} s]"
         )
-        due = time.monotonic() - self.echoed_at >= LOG_SECONDS
-        self.write(line, terminal=due or summary.generation in (0, summary.generations))
+        self.generation_at = time.monotonic()
 
     def info(self, line: str) -> None:
         self.write(line)

@@ -338,6 +338,7 @@ class Nb201Space:
             raise ValueError(f"unknown NAS-Bench-201 ops {unknown}; expected {list(NB201_OPS)}")
         self.ops = tuple(ops)
         self.lr = lr
+        self._strings: dict[str, str] = {}
 
     def genome(self, operations: list[str]) -> Genome:
         return _nb201_genome(tuple(operations), self.lr)
@@ -370,7 +371,10 @@ class Nb201Space:
         raise NotImplementedError("a NAS-Bench-201 cell has no per-gene shapes")
 
     def key(self, genome: Genome) -> str | None:
-        return self.to_string(genome)
+        key = genome.arch_key()
+        if key not in self._strings:  # a table search asks for every cell's string
+            self._strings[key] = self.to_string(genome)
+        return self._strings[key]
 
     def operations(self, genome: Genome) -> list[str]:
         return [gene.params["operation"] for gene in genome.genes]
@@ -401,23 +405,30 @@ class Nb201Space:
 
     def neighbors(self, genome: Genome) -> list[Genome]:
         """Every cell that differs in exactly one edge (gene ids kept)."""
-        ops = self.operations(genome)
-        found = []
-        for i, current in enumerate(ops):
-            for op in self.ops:
-                if op != current:
-                    found.append(self.genome(ops[:i] + [op] + ops[i + 1 :]))
-        return found
+        return list(_nb201_neighbors(tuple(self.operations(genome)), self.ops, self.lr))
 
 
 @lru_cache(maxsize=16384)
 def _nb201_genome(operations: tuple[str, ...], lr: float) -> Genome:
     """Shared immutable genomes: the cell space is small; cached arch keys make lookups cheap."""
-    genes = tuple(
-        Gene(i + 1, "edge", {"target": t, "source": s, "operation": op})
-        for i, ((t, s), op) in enumerate(zip(NB201_EDGES, operations))
-    )
+    genes = tuple(_nb201_edge(i, op) for i, op in enumerate(operations))
     return Genome(genes=genes, training={"lr": lr})
+
+
+@lru_cache(maxsize=64)
+def _nb201_edge(index: int, operation: str) -> Gene:
+    target, source = NB201_EDGES[index]
+    return Gene(index + 1, "edge", {"target": target, "source": source, "operation": operation})
+
+
+@lru_cache(maxsize=4096)
+def _nb201_neighbors(ops: tuple[str, ...], choices: tuple[str, ...], lr: float) -> tuple:
+    return tuple(
+        _nb201_genome(ops[:i] + (op,) + ops[i + 1 :], lr)
+        for i, current in enumerate(ops)
+        for op in choices
+        if op != current
+    )
 
 
 def make_space(config: Config) -> tuple[Space, TaskInfo | None]:

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from evonas.records import COLUMNS, GenerationRecord, Row, check_metric_name
+from evonas.records import COLUMNS, GenerationRecord, Row, check_metric_name, int_list
 
 JOURNAL = "history.sqlite"
 LOCK = ".lock"
@@ -59,6 +59,7 @@ class Store:
         self._lock_file = None
         self._columns: dict[str, set[str]] = {}
         self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._meta: dict[str, Any] = {}  # meta updates written with the next commit
         self._committed = time.monotonic()
 
     @classmethod
@@ -126,6 +127,9 @@ class Store:
 
     def flush(self) -> None:
         """Commit everything journaled so far."""
+        if self._meta:
+            self._set_meta(self._meta)
+            self._meta = {}
         self.db.commit()
         self._committed = time.monotonic()
 
@@ -134,7 +138,7 @@ class Store:
             self.flush()
 
     def set_meta(self, values: dict[str, Any]) -> None:
-        self._set_meta(values)
+        self._meta.update(values)
         self.flush()
 
     def _set_meta(self, values: dict[str, Any]) -> None:
@@ -150,12 +154,12 @@ class Store:
         self._commit_if_due()
 
     def record_generation(self, record: GenerationRecord, meta: dict[str, Any]) -> None:
-        """Journal a finished generation (and `meta` updates)."""
-        self._set_meta(meta)
+        """Journal a finished generation (and `meta` updates, written with the commit)."""
+        self._meta.update(meta)
         self._ensure_columns("generations", record.stats)
         values = {
             "generation": record.generation,
-            "population": json.dumps(list(record.population)),
+            "population": int_list(record.population),
             "evaluated": record.evaluated,
             "failed": record.failed,
             "finished_at": record.finished_at,

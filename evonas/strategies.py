@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from typing import Protocol
 
 from deap import tools
@@ -58,18 +59,31 @@ def deap_random(rng: random.Random) -> Iterator[None]:
         random.setstate(saved)
 
 
+_RANKS: dict[tuple[int, ...], tuple[dict[int, int], dict[int, float]]] = {}
+
+
+def rank_and_crowding(population: list[Individual]) -> tuple[dict[int, int], dict[int, float]]:
+    """Each member's non-dominated front (0 = the Pareto front) and crowding distance; kept for
+    the population last asked about (a generation's children select from the same one)."""
+    key = tuple((ind.uid, ind.fitness.wvalues) for ind in population)
+    if key not in _RANKS:
+        rank: dict[int, int] = {}
+        crowding: dict[int, float] = {}
+        for level, front in enumerate(tools.sortNondominated(population, len(population))):
+            tools.emo.assignCrowdingDist(front)
+            for ind in front:
+                rank[ind.uid] = level
+                crowding[ind.uid] = ind.fitness.crowding_dist
+        _RANKS.clear()
+        _RANKS[key] = (rank, crowding)
+    return _RANKS[key]
+
+
 def sel_crowded_tournament(
     population: list[Individual], k: int, rng: random.Random, tournament_size: int
 ) -> list[Individual]:
     """NSGA-II's parents: binary tournaments on (front rank, crowding distance)."""
-    fronts = tools.sortNondominated(population, len(population))
-    rank: dict[int, int] = {}
-    crowding: dict[int, float] = {}
-    for level, front in enumerate(fronts):
-        tools.emo.assignCrowdingDist(front)
-        for ind in front:
-            rank[ind.uid] = level
-            crowding[ind.uid] = ind.fitness.crowding_dist
+    rank, crowding = rank_and_crowding(population)
 
     def better(a: Individual, b: Individual) -> Individual:
         key_a = (rank[a.uid], -crowding[a.uid])
@@ -250,8 +264,8 @@ class LocalSearch(BaseStrategy):
         if space.enumerates_neighbours:
             candidates = space.neighbors(incumbent.genome)
             self.rng.shuffle(candidates)
-            unseen = [g for g in candidates if not self.seen(g)]
-            children = [Child(g, (incumbent,), "mutate_edge") for g in unseen[:n]]
+            unseen = (g for g in candidates if not self.seen(g))  # lazily: n are enough
+            children = [Child(g, (incumbent,), "mutate_edge") for g in islice(unseen, n)]
         else:
             children = []
             for _ in range(n * 10):

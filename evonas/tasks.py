@@ -242,6 +242,7 @@ def task_fingerprint(data: TaskData) -> str:
 NB201_FILE = "nb201_cifar10.csv.gz"
 
 
+@lru_cache(maxsize=1)
 def nb201_table() -> Path:
     """The NAS-Bench-201 CIFAR-10 table shipped with evonas (see evonas/data/README.md)."""
     packaged = resources.files("evonas") / "data" / NB201_FILE
@@ -310,7 +311,20 @@ def load_table(options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def table_lookup(options: Mapping[str, Any], key: str) -> dict[str, float]:
-    table = load_table(options)
+    report = options.get("report", ())
+    frozen = (options.get("path"), options.get("key"), options.get("fitness"),
+              tuple([report] if isinstance(report, str) else report), tuple(options))  # fmt: skip
+    table = _table_of(frozen, options)
     if key not in table:
         raise KeyError(f"{key!r} is not in the table {table_options(options)['path']}")
     return dict(table[key])
+
+
+_TABLES: dict[tuple, dict[str, dict[str, float]]] = {}  # per process: options -> loaded table
+
+
+def _table_of(frozen: tuple, options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The table for these options, validated and loaded once per process (lookups are hot)."""
+    if frozen not in _TABLES:
+        _TABLES[frozen] = load_table(options)
+    return _TABLES[frozen]

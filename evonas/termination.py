@@ -41,10 +41,13 @@ class Termination:
         """Why the run has failed, given a generation's evaluations: the last `failure_window`
         evaluations (a generation, or a population's worth of one-child generations) all failed.
         The reason names the most frequent error."""
+        if any(ind.status == OK for ind in evaluated):
+            self.recent.clear()  # the failures that count are those since the last success
+            return None
         self.recent.extend(evaluated)
         while len(self.recent) > self.failure_window:
             self.recent.popleft()
-        if len(self.recent) < self.failure_window or any(i.status == OK for i in self.recent):
+        if len(self.recent) < self.failure_window:
             return None
         errors = Counter(ind.error or ind.status for ind in self.recent)
         error, count = errors.most_common(1)[0]

@@ -6,9 +6,10 @@ side with a plain Python loop doing the same lookups in the same process.
 For each strategy, a search of `--evaluations` table lookups (inline backend, plots off, the
 journal on) is timed end to end in a fresh process (best of `--repeats`), and so is a plain
 loop: local search (neighbours in random order, first improvement, restarts) on a dict, with no
-journal, no bookkeeping and no selection library. Then `evonas search --preset nb201` runs through the CLI
-with its default plots and with plots off (`--cli-runs` each, median), to check that plotting
-does not dominate a fast search. Writes benchmarks/results/engine.csv and prints Markdown tables.
+journal, no bookkeeping and no selection library. Then `evonas search --preset nb201` runs
+through the CLI with its default plots and with plots off (`--cli-runs` each, median), to check
+that plotting does not dominate a fast search. Writes benchmarks/results/engine.csv and prints
+Markdown tables.
 """
 
 from __future__ import annotations

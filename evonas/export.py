@@ -5,11 +5,12 @@ Formats:
   state_dict}; read back with `torch.load(weights_only=True)` by `load_model`.
 - `torchscript`: a traced module (the genome as the extra file `genome.json`); runs without
   evonas through `torch.jit.load`.
-- `onnx`: through `torch.onnx.export` (the optional `onnx` extra).
+- `onnx`: one self-contained file through `torch.onnx.export` (the optional `onnx` extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,35 @@ def write_model(
             traced = torch.jit.trace(model, example)
         torch.jit.save(traced, str(out), _extra_files={"genome.json": genome.to_json()})
     elif fmt == "onnx":
-        try:
-            import onnx  # noqa: F401 - torch.onnx needs it to write the file
-        except ImportError:
-            raise ValueError(
-                "--format onnx: install the onnx extra (pip install 'evonas[onnx]')"
-            ) from None
-        axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-        torch.onnx.export(model, (example,), str(out), input_names=["input"],
-                          output_names=["logits"], dynamic_axes=axes)  # fmt: skip
+        write_onnx(model, example, out)
     else:
         raise ValueError(f"--format: expected one of {list(FORMATS)}, got {fmt!r}")
     return out
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
+    """One self-contained .onnx file (weights inside, fine below ONNX's 2 GB limit) with a
+    dynamic batch dimension, through torch's exporter (the `onnx` extra: onnx, onnxscript)."""
+    import contextlib
+    import io
+    import warnings
+
+    from evonas.config import ConfigError
+
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--format onnx: needs {' and '.join(missing)}; install the onnx extra: "
+            "pip install 'evonas[onnx]'"
+        )
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    chatter = io.StringIO()  # the exporter narrates its steps; a failure still raises
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(out), input_names=["input"], output_names=["logits"],
+            dynamic_axes=axes, external_data=False,
+        )  # fmt: skip
 
 
 def load_model(path: str | Path) -> nn.Module:

@@ -9,9 +9,9 @@
 - `inline`: in this process, one job after another (table lookups, debugging): no crash isolation.
 
 Pools take `Job`s and give `Result`s; what crosses to another process goes as plain dicts
-(`evaluate.run_job`). The parent stays the only writer of the journal. Cluster pools are started once per process and reused, so workers
-stay warm (torch imported, data loaded); `close_pools()` shuts them down. dask and ray are
-imported only when used.
+(`evaluate.run_job`). The parent stays the only writer of the journal. Cluster pools are started
+once per process and reused, so workers stay warm (torch imported, data loaded); `close_pools()`
+shuts them down. dask and ray are imported only when used.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +20,7 @@ TINY = {
     "space": {"max_layers": 4, "widths": [4, 8], "units": [8, 16]},
     "training": {"epochs": 2, "batch_size": 32},
     "search": {"population": 4, "generations": 3},
+    "parallel": {"backend": "inline"},
 }
 
 
@@ -38,6 +42,25 @@ def tiny_config_yaml(**sections: str) -> str:
     return "".join(base.values())
 
 
+def cli(*args: str, cwd: Path) -> SimpleNamespace:
+    """Run `evonas ARGS` in this process (the real entry point, without a new interpreter);
+    returns returncode, stdout and stderr like `run_cli`."""
+    from evonas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit:  # argparse
+                code = exit.code
+    finally:
+        os.chdir(here)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
     """Run `python -m evonas ARGS` in a subprocess; returns the CompletedProcess."""
     env = {**os.environ, **(env_extra or {})}
@@ -57,18 +80,20 @@ def trained(tmp_path_factory):
     import evonas
 
     runs = tmp_path_factory.mktemp("runs")
-    return evonas.search(TINY, name="trained", runs_dir=runs, log=lambda line: None)
+    return evonas.search(TINY, name="trained", runs_dir=runs, log=None)
 
 
 @pytest.fixture(scope="session")
 def faulty(tmp_path_factory):
-    """A run with failures of every kind, from the fault-injection evaluator (shared, read-only)."""
+    """A run with every failure an in-process evaluation can have (an exception, NaN, a timeout,
+    out of memory), from the fault-injection evaluator (shared, read-only). Dead workers are
+    tested with real processes in test_workers.py."""
     import evonas
 
     runs = tmp_path_factory.mktemp("runs")
-    config = {**TINY, "training": {"evaluator": f"{FAULTS}:evaluate", "timeout": 1.0}}
-    return evonas.search(config, name="faulty", runs_dir=runs, log=lambda line: None,
-                         population=8, generations=1, n_jobs=2)  # fmt: skip
+    config = {**TINY, "training": {"evaluator": f"{FAULTS}:in_process", "timeout": 0.5}}
+    return evonas.search(config, name="faulty", runs_dir=runs, log=None, population=8,
+                         generations=1)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,23 @@ def evaluate(genome, seed, budget):
     return {"val_accuracy": (seed % 97) / 97, "params": float(len(genome["layers"]) + 1)}
 
 
+IN_PROCESS = ("ok", "raise", "nan", "sleep", "oom", "ok", "ok", "ok")
+
+
+def in_process(genome, seed, budget):
+    """The failures an evaluation can have without killing its process."""
+    kind = IN_PROCESS[seed % len(IN_PROCESS)]
+    if kind == "raise":
+        raise RuntimeError(f"injected failure for seed {seed}")
+    if kind == "nan":
+        return {"val_accuracy": math.nan, "params": 1.0}
+    if kind == "sleep":
+        time.sleep(60)  # the in-process alarm of training.timeout ends it
+    if kind == "oom":
+        raise MemoryError("injected: out of memory")
+    return {"val_accuracy": (seed % 97) / 97, "params": float(len(genome["layers"]) + 1)}
+
+
 def slow(genome, seed, budget):
     """Deterministic metrics after a short pause, so a run can be killed mid-flight."""
     time.sleep(float(os.environ.get("EVONAS_TEST_SLEEP", "0")))

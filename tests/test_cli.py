@@ -1,17 +1,14 @@
-import contextlib
-import os
-import random
-import signal
+"""The command line through its real entry point (`evonas.cli.main`, in this process), and once in
+a new process. Worker processes, kills and signals: test_cli_processes.py (slow)."""
+
+import json
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import ROOT, run_cli, tiny_config_yaml
+from tests.conftest import ROOT, cli, run_cli, tiny_config_yaml
 
 TIMING = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
 
@@ -21,118 +18,8 @@ def individuals(run_dir):
         return pd.read_sql_query("SELECT * FROM individuals ORDER BY uid", db)
 
 
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(tiny_config_yaml())
-    return path
-
-
-def test_search_end_to_end_and_identical_with_one_or_two_workers(tmp_path, config_file):
-    runs = tmp_path / "runs"
-    one = run_cli(
-        "search",
-        "--config",
-        str(config_file),
-        "--name",
-        "one",
-        "--runs-dir",
-        str(runs),
-        "--n-jobs",
-        "1",
-        cwd=tmp_path,
-    )
-    assert one.returncode == 0, one.stderr
-    assert "generation 2/2" in one.stdout and "Pareto front:" in one.stdout
-    for path in ("config.yaml", "history.sqlite", "plots/progress.png", "plots/pareto.png"):
-        assert (runs / "one" / path).exists()
-    two = run_cli(
-        "search",
-        "--config",
-        str(config_file),
-        "--name",
-        "two",
-        "--runs-dir",
-        str(runs),
-        "--n-jobs",
-        "2",
-        cwd=tmp_path,
-    )
-    assert two.returncode == 0, two.stderr
-    a, b = individuals(runs / "one"), individuals(runs / "two")
-    assert len(a) == 12
-    pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
-    assert 1 <= b["worker"].nunique() <= 2  # worker processes (how many got work depends on load)
-
-
-def test_user_task_and_evaluator_end_to_end(tmp_path):
-    (tmp_path / "userpkg").mkdir()
-    (tmp_path / "userpkg" / "__init__.py").write_text("")
-    (tmp_path / "userpkg" / "plugin.py").write_text(
-        textwrap.dedent("""
-        import numpy as np
-        def blobs(n=120):
-            rng = np.random.default_rng(1)
-            x = rng.normal(size=(n, 6)).astype("float32")
-            y = (x[:, 0] + x[:, 1] > 0).astype(int)
-            return {"x_train": x[:80], "y_train": y[:80], "x_val": x[80:100],
-                    "y_val": y[80:100], "x_test": x[100:], "y_test": y[100:]}
-        def evaluate(genome, seed, budget):
-            units = sum(layer.get("units", 0) for layer in genome["layers"])
-            return {"score": units / 100.0, "cost": float(len(genome["layers"]))}
-    """)
-    )
-    config = tmp_path / "user.yaml"
-    config.write_text(
-        textwrap.dedent("""
-        task: {name: "userpkg.plugin:blobs", options: {n: 120}}
-        space: {max_layers: 3, units: [8, 16]}
-        training: {epochs: 2}
-        search:
-          population: 4
-          generations: 1
-          objectives: [{name: val_accuracy, goal: max}, {name: params, goal: min}]
-    """)
-    )
-    env = {"PYTHONPATH": str(tmp_path)}
-    task_run = run_cli(
-        "search",
-        "--config",
-        str(config),
-        "--name",
-        "task",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        cwd=tmp_path,
-        env_extra=env,
-    )
-    assert task_run.returncode == 0, task_run.stderr
-    people = individuals(tmp_path / "runs" / "task")
-    assert (people["status"] == "ok").all() and people["test_accuracy"].notna().all()
-    eval_run = run_cli(
-        "search",
-        "--config",
-        str(config),
-        "--name",
-        "eval",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--set",
-        "training.evaluator=userpkg.plugin:evaluate",
-        "--set",
-        "search.objectives=[{name: score, goal: max}, {name: cost, goal: min}]",
-        cwd=tmp_path,
-        env_extra=env,
-    )
-    assert eval_run.returncode == 0, eval_run.stderr
-    people = individuals(tmp_path / "runs" / "eval")
-    assert (people["status"] == "ok").all()
-    assert {"score", "cost"} <= set(people.columns) and "val_accuracy" not in people.columns
-    assert "best score:" in eval_run.stdout
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
+def assert_one_line_error(result, *fragments, code=2):
+    assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -140,10 +27,57 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_config_yaml())
+    return path
+
+
+def test_a_search_end_to_end(tmp_path, config_file):
+    runs = tmp_path / "runs"
+    result = cli("search", "--config", config_file, "--name", "one", "--runs-dir", runs,
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "generation 2/2" in out and "Pareto front:" in out and "best val_accuracy:" in out
+    assert "models trained from scratch train 2 epochs (training.epochs)" in out
+    for path in ("config.yaml", "history.sqlite", "plots/progress.png", "plots/pareto.png",
+                 "log.txt"):  # fmt: skip
+        assert (runs / "one" / path).exists()
+    assert len(individuals(runs / "one")) == 12
+    front = out.split("Pareto front:")[1]
+    assert ".0 " not in front  # parameter counts print as integers
+
+
+def test_a_search_in_a_new_process(tmp_path, config_file):
+    """`python -m evonas` as users run it: the same journal as in-process."""
+    runs = tmp_path / "runs"
+    result = run_cli("search", "--config", str(config_file), "--name", "proc", "--runs-dir",
+                     str(runs), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert cli("search", "--config", config_file, "--name", "here", "--runs-dir", runs,
+               cwd=tmp_path).returncode == 0  # fmt: skip
+    a, b = individuals(runs / "proc"), individuals(runs / "here")
+    pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
+
+
+def test_a_search_without_a_name_gets_a_fresh_one(tmp_path, config_file):
+    runs = tmp_path / "runs"
+    args = ("search", "--config", config_file, "--runs-dir", runs, "--generations", "0")
+    first, second = cli(*args, cwd=tmp_path), cli(*args, cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    names = sorted(p.name for p in runs.iterdir())
+    assert len(names) == 2 and all(name.startswith("tiny-") for name in names)
+
+
 @pytest.mark.parametrize(
     ("config_text", "fragments"),
     [
-        ("search:\n  populaton: 4\n", ["search.populaton: unknown setting"]),
+        (
+            "search:\n  populaton: 4\n",
+            ["search.populaton: unknown setting; did you mean population?"],
+        ),
         ("search:\n  population: four\n", ["search.population: expected int, got 'four'"]),
         ("training:\n  epochs: -2\n", ["training.epochs: must be >= 1"]),
         ("search: [\n", ["not valid YAML"]),
@@ -153,218 +87,80 @@ def assert_one_line_error(result, *fragments):
 def test_bad_config_is_a_one_line_error(tmp_path, config_text, fragments):
     path = tmp_path / "bad.yaml"
     path.write_text(config_text)
-    result = run_cli(
-        "search", "--config", str(path), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path
-    )
+    result = cli("search", "--config", path, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert_one_line_error(result, "bad.yaml" if "YAML" in fragments[0] else "", *fragments)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_bad_flags_and_presets(tmp_path):
-    assert_one_line_error(run_cli("search", "--preset", "nope", cwd=tmp_path), "unknown preset")
-    assert_one_line_error(run_cli("search", "--set", "x", cwd=tmp_path), "expected key=value")
-    result = run_cli("search", "--population", "-3", cwd=tmp_path)
-    assert result.returncode == 2 and "--population: must be >= 0" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(cli("search", "--preset", "nope", cwd=tmp_path), "unknown preset")
+    assert_one_line_error(cli("search", "--set", "x", cwd=tmp_path), "expected key=value")
+    assert_one_line_error(cli("search", "--population", "-3", cwd=tmp_path),
+                          "--population: must be >= 0", "see evonas search --help")  # fmt: skip
+    assert_one_line_error(cli("frobnicate", cwd=tmp_path), "invalid choice: 'frobnicate'")
+    assert_one_line_error(cli(cwd=tmp_path), "the following arguments are required: COMMAND")
 
 
 def test_existing_run_is_never_overwritten(tmp_path, config_file):
     runs = tmp_path / "runs"
-    first = run_cli(
-        "search",
-        "--config",
-        str(config_file),
-        "--name",
-        "r",
-        "--runs-dir",
-        str(runs),
-        "--generations",
-        "0",
-        cwd=tmp_path,
-    )
+    first = cli("search", "--config", config_file, "--name", "r", "--runs-dir", runs,
+                "--generations", "0", cwd=tmp_path)  # fmt: skip
     assert first.returncode == 0, first.stderr
     before = individuals(runs / "r")
-    again = run_cli(
-        "search", "--config", str(config_file), "--name", "r", "--runs-dir", str(runs), cwd=tmp_path
-    )
+    again = cli("search", "--config", config_file, "--name", "r", "--runs-dir", runs, cwd=tmp_path)
     assert_one_line_error(again, "already holds a run")
     pd.testing.assert_frame_equal(individuals(runs / "r"), before)
 
 
 def test_genome_command(tmp_path):
-    good = run_cli(
-        "genome",
-        str(ROOT / "genomes" / "mnist1d_convbase.yaml"),
-        "--preset",
-        "mnist1d",
-        cwd=tmp_path,
-    )
+    convbase, lenet = ROOT / "genomes" / "mnist1d_convbase.yaml", ROOT / "genomes" / "lenet5.yaml"
+    good = cli("genome", convbase, ROOT / "genomes" / "mlp.yaml", "--preset", "mnist1d",
+               cwd=tmp_path)  # fmt: skip
     assert good.returncode == 0, good.stderr
     assert "-> (25, 5)" in good.stdout and "17,560 parameters" in good.stdout
+    assert good.stdout.count("parameters;") == 2  # several files at once
     bad = tmp_path / "bad.yaml"
     bad.write_text("layers:\n  - {id: 1, op: conv, width: 8}\n")
-    assert_one_line_error(
-        run_cli("genome", str(bad), cwd=tmp_path), "bad.yaml.layers[0].kernel: missing"
-    )
+    assert_one_line_error(cli("genome", bad, cwd=tmp_path), "bad.yaml.layers[0].kernel: missing")
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    assert_one_line_error(run_cli("genome", str(broken), cwd=tmp_path), "not valid JSON")
+    assert_one_line_error(cli("genome", broken, cwd=tmp_path), "not valid JSON")
     pools = tmp_path / "pools.yaml"
     pools.write_text(
         "layers:\n"
         + "".join(f"  - {{id: {i}, op: pool, kind: max, size: 2}}\n" for i in range(1, 5))
     )
     assert_one_line_error(
-        run_cli("genome", str(pools), "--preset", "digits", cwd=tmp_path),
+        cli("genome", pools, "--preset", "digits", cwd=tmp_path),
         "infeasible for input (1, 8, 8)",
         "length-1 signal",
     )
+    assert cli("genome", lenet, "--preset", "digits", cwd=tmp_path).returncode == 0
 
 
-def test_help_lists_commands(tmp_path):
-    result = run_cli("--help", cwd=tmp_path)
+def test_help_version_and_descriptions(tmp_path):
+    result = cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and "search" in result.stdout and "genome" in result.stdout
+    version = cli("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("evonas ")
+    search = cli("search", "--help", cwd=tmp_path).stdout
+    assert "(default: runs)" in search  # defaults are shown
+    assert "training.finetune_epochs" in search  # --epochs says what children train
+    for command in ("search", "resume", "status", "report", "genome", "export", "optimize",
+                    "import", "config"):  # fmt: skip
+        text = cli(command, "--help", cwd=tmp_path).stdout
+        description = text.split("\n\n")[1]
+        assert not description.lstrip().startswith(("positional", "options")), command
 
 
-# --- long-running jobs: kill -9, signals, one writer per run ---------------------------------
-
-FAULTS = ROOT / "tests" / "faults.py"
-SLOW = tiny_config_yaml(
-    training=f"training:\n  evaluator: {FAULTS}:slow\n",
-    search="search:\n  population: 6\n  generations: 5\n",
-)
-
-
-def start_cli(*args, cwd, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "evonas", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def journal_rows(run_dir):
-    path = run_dir / "history.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute("SELECT count(*) FROM individuals").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def journaled_seeds(run_dir):
-    return set(individuals(run_dir)["seed"])
-
-
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
-    config = tmp_path / "slow.yaml"
-    config.write_text(SLOW)
-    runs = tmp_path / "runs"
-    env = {"EVONAS_TEST_SLEEP": "0.1"}
-    reference = run_cli("search", "--config", str(config), "--name", "ref", "--runs-dir",
-                        str(runs), "--n-jobs", "1", cwd=tmp_path, env_extra=env)  # fmt: skip
-    assert reference.returncode == 0, reference.stderr
-    run_dir, calls = runs / "killed", tmp_path / "calls.txt"
-    rng = random.Random(7)
-    command = ["search", "--config", str(config), "--name", "killed", "--runs-dir", str(runs)]
-    journaled_before = {}
-    kills = 0
-    for phase in range(8):
-        phase_env = {**env, "EVONAS_TEST_CALLS": str(calls), "EVONAS_TEST_PHASE": str(phase)}
-        journaled_before[phase] = journaled_seeds(run_dir) if run_dir.exists() else set()
-        proc = start_cli(*command, "--n-jobs", str(1 + phase % 2), cwd=tmp_path,
-                         env_extra=phase_env)  # fmt: skip
-        if kills < 4:
-            seen = journal_rows(run_dir)
-            with contextlib.suppress(AssertionError):  # it may also finish first
-                wait_until(lambda seen=seen: journal_rows(run_dir) > seen, timeout=30)
-            time.sleep(rng.uniform(0.0, 0.5))
-        if kills < 4 and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            command = ["resume", str(run_dir)]
-            continue
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        break
-    assert kills >= 2
-    a, b = individuals(runs / "ref"), individuals(run_dir)
-    pd.testing.assert_frame_equal(a.drop(columns=TIMING, errors="ignore"),
-                                  b.drop(columns=TIMING, errors="ignore"))  # fmt: skip
-    # No journaled evaluation was trained again in a later phase.
-    for line in calls.read_text().split("\n"):
-        if line:
-            phase, seed = map(int, line.split())
-            assert seed not in journaled_before[phase], (phase, seed)
-
-
-def run_until_some_rows(tmp_path, name, extra_env=None):
-    config = tmp_path / "slow.yaml"
-    config.write_text(SLOW.replace("generations: 5", "generations: 50"))
-    env = {"EVONAS_TEST_SLEEP": "0.3", **(extra_env or {})}
-    runs = tmp_path / "runs"
-    command = ["search", "--config", str(config), "--name", name, "--runs-dir", str(runs)]
-    proc = start_cli(*command, "--n-jobs", "2", cwd=tmp_path, env_extra=env)
-    run_dir = runs / name
-    wait_until(lambda: journal_rows(run_dir) >= 3)
-    return proc, run_dir
-
-
-def assert_consistent(run_dir):
-    with sqlite3.connect(run_dir / "history.sqlite") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    people = individuals(run_dir)
-    assert people["status"].isin(["ok", "failed", "timeout", "crashed", "oom"]).all()
-    assert people["uid"].is_unique
-
-
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_first_signal_stops_cleanly_with_resume_command(tmp_path, signum, code):
-    proc, run_dir = run_until_some_rows(tmp_path, "sig")
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert f"resume with: evonas resume {run_dir}" in err
-    assert_consistent(run_dir)
-    status = run_cli("status", str(run_dir), cwd=tmp_path)
-    assert (
-        status.returncode == 0 and f"interrupted ({signal.Signals(signum).name})" in status.stdout
+def test_config_show_and_schema(tmp_path):
+    shown = cli(
+        "config", "show", "--preset", "digits", "--set", "search.population=7", cwd=tmp_path
     )
-    resumed = run_cli("resume", str(run_dir), "--generations", "2", cwd=tmp_path,
-                      env_extra={"EVONAS_TEST_SLEEP": "0"})  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-
-
-def test_second_ctrl_c_stops_at_once(tmp_path):
-    proc, run_dir = run_until_some_rows(tmp_path, "twice", {"EVONAS_TEST_SLEEP": "5"})
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert "stopped at once; resume with: evonas resume" in err
-    assert_consistent(run_dir)
-
-
-def test_one_writer_per_run(tmp_path):
-    proc, run_dir = run_until_some_rows(tmp_path, "busy")
-    status = run_cli("status", str(run_dir), cwd=tmp_path)
-    assert f"running (pid {proc.pid})" in status.stdout
-    second = run_cli("resume", str(run_dir), cwd=tmp_path)
-    assert_one_line_error(second, "in use by another evonas process", f"pid {proc.pid}")
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 143
-    assert_consistent(run_dir)
+    assert shown.returncode == 0, shown.stderr
+    settings = yaml.safe_load(shown.stdout)
+    assert settings["task"]["name"] == "digits" and settings["search"]["population"] == 7
+    schema = json.loads(cli("config", "schema", cwd=tmp_path).stdout)
+    assert "search" in schema["properties"]
+    bad = cli("config", "show", "--set", "search.populaton=3", cwd=tmp_path)
+    assert_one_line_error(bad, "search.populaton: unknown setting")

@@ -52,7 +52,8 @@ def test_a_lease_is_exclusive_and_freed_when_its_holder_dies(tmp_path):
 
 def search(tmp_path, name, evaluator="visible_gpu", **parallel):
     training = {"evaluator": f"{FAULTS}:{evaluator}"}
-    config = resolve(base={**FAKE, "training": training, "parallel": parallel})
+    config = resolve(base={**FAKE, "training": training,
+                           "parallel": {"backend": "loky", **parallel}})  # fmt: skip
     return run_search(config, tmp_path / name, log=lambda line: None).individuals
 
 
@@ -61,6 +62,7 @@ def leases(tmp_path, monkeypatch):
     monkeypatch.setenv("EVONAS_LEASE_DIR", str(tmp_path / "leases"))
 
 
+@pytest.mark.slow  # worker processes
 def test_each_worker_leases_its_own_fake_gpu_and_the_journal_records_it(tmp_path, leases):
     people = search(tmp_path, "gpus", devices="0,1", n_jobs=2)
     assert set(people["gpu"]) <= {"0", "1"} and people["gpu"].notna().all()
@@ -70,6 +72,7 @@ def test_each_worker_leases_its_own_fake_gpu_and_the_journal_records_it(tmp_path
     assert set(people["device"]) == {"cpu"}  # no CUDA here: the fake GPUs run on the CPU
 
 
+@pytest.mark.slow  # worker processes
 def test_more_workers_than_slots_fall_back_to_the_cpu(tmp_path, leases):
     people = search(tmp_path, "one-gpu", devices="0", n_jobs=2)
     on_gpu = people[people["gpu"].notna()]
@@ -77,6 +80,7 @@ def test_more_workers_than_slots_fall_back_to_the_cpu(tmp_path, leases):
     assert (people.loc[people["gpu"].isna(), "visible"] == -1).all()
 
 
+@pytest.mark.slow  # worker processes
 def test_a_dying_worker_gives_its_gpu_back(tmp_path, leases):
     people = search(tmp_path, "crash", "visible_gpu_or_exit", devices="0,1", n_jobs=2,
                     crash_retries=0)  # fmt: skip
@@ -86,6 +90,7 @@ def test_a_dying_worker_gives_its_gpu_back(tmp_path, leases):
     assert ok["worker"].nunique() > 2
 
 
+@pytest.mark.slow  # worker processes
 def test_same_results_with_and_without_gpus(tmp_path, leases):
     drop = ["worker", "started_at", "finished_at", "eval_seconds", "gpu", "visible"]
     cpu = search(tmp_path, "cpu", devices="cpu", n_jobs=2).drop(columns=drop)

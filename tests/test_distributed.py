@@ -8,8 +8,10 @@ from evonas.config import ConfigError, resolve
 from evonas.launch import run_search, start_search
 from tests.conftest import FAULTS, TINY
 
+pytestmark = pytest.mark.slow  # clusters of worker processes
 WHERE = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
-CONFIG = {**TINY, "training": {**TINY["training"], "inherit_weights": True},
+CONFIG = {**TINY, "parallel": {"backend": "loky"},
+          "training": {**TINY["training"], "inherit_weights": True},
           "search": {"population": 4, "generations": 2}}  # fmt: skip
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import evonas
-from evonas.export import genome_json, load_model, write_model
+from evonas.export import genome_json, load_model
 from evonas.genome import load_genome, save_genome
 from evonas.weights import UnsafeFileError, load_state_dict
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli
 
 
 def outputs(model, shape):
@@ -23,7 +23,7 @@ def test_export_formats_reload_to_identical_outputs(trained, tmp_path):
     shape = tuple(trained.meta["input_shape"])
     expected = outputs(model, shape)
     for fmt in ("state_dict", "torchscript"):
-        result = run_cli("export", str(trained.path), "--individual", str(uid), "--format", fmt,
+        result = cli("export", str(trained.path), "--individual", str(uid), "--format", fmt,
                          "--out", str(tmp_path / f"m.{fmt}"), cwd=tmp_path)  # fmt: skip
         assert result.returncode == 0, result.stderr
     reloaded = load_model(tmp_path / "m.state_dict")
@@ -34,31 +34,47 @@ def test_export_formats_reload_to_identical_outputs(trained, tmp_path):
 
 
 def test_export_best_and_pareto(trained, tmp_path):
-    best = run_cli("export", str(trained.path), "--best", "--objective", "params",
+    best = cli("export", str(trained.path), "--best", "--objective", "params",
                    "--out", str(tmp_path / "small.pt"), cwd=tmp_path)  # fmt: skip
     assert best.returncode == 0, best.stderr
     small = load_model(tmp_path / "small.pt")
     assert sum(p.numel() for p in small.parameters()) == trained.best("params")["params"]
-    front = run_cli("export", str(trained.path), "--pareto", "--out", str(tmp_path / "front"),
+    front = cli("export", str(trained.path), "--pareto", "--out", str(tmp_path / "front"),
                     cwd=tmp_path)  # fmt: skip
     assert front.returncode == 0, front.stderr
     assert len(list((tmp_path / "front").glob("uid*.pt"))) == len(trained.pareto())
-    bad = run_cli("export", str(trained.path), "--individual", "999", cwd=tmp_path)
+    bad = cli("export", str(trained.path), "--individual", "999", cwd=tmp_path)
     assert bad.returncode == 2 and "no individual with uid 999" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
-def test_onnx_export_when_installed(trained, tmp_path):
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+def test_onnx_export_is_one_file_that_onnxruntime_runs_identically(trained, tmp_path):
+    import onnxruntime as ort  # the dev extras install the onnx extra
+
     uid = int(trained.best()["uid"])
-    shape = tuple(trained.meta["input_shape"])
+    result = cli("export", trained.path, "--individual", uid, "--format", "onnx", "--out",
+                 tmp_path / "m.onnx", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # weights inside, no .data file
     model = trained.model(uid)
-    path = write_model(model, trained.genome(uid), shape, 3, "onnx", tmp_path / "m.onnx")
-    x = torch.randn(4, *shape)
-    session = ort.InferenceSession(str(path))
+    x = torch.randn(5, *tuple(trained.meta["input_shape"]))  # another batch size than traced
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     (logits,) = session.run(None, {"input": x.numpy()})
     assert torch.allclose(torch.from_numpy(logits), model(x).detach(), atol=1e-4)
+
+
+def test_onnx_without_the_extra_is_a_one_line_error(trained, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    without = lambda name, *rest: None if name == "onnxscript" else find_spec(name, *rest)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", without)
+    result = cli("export", trained.path, "--best", "--format", "onnx", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "evonas: error: --format onnx: needs onnxscript; install the onnx extra: "
+        "pip install 'evonas[onnx]'"
+    )
 
 
 class Payload:

@@ -30,22 +30,49 @@ CASES = {
     "nsga2": [*FAKE, "search.generations=6"],
     "tournament": [*FAKE, ONE, "search.strategy=tournament", "search.generations=6"],
     "regularized": [*FAKE, ONE, "search.strategy=regularized", "search.generations=30"],
-    "steady": [*FAKE, ONE, "search.strategy=regularized", "search.generations=12",
-               "search.offspring=2", "search.async_window=3"],  # fmt: skip
+    "steady": [
+        *FAKE,
+        ONE,
+        "search.strategy=regularized",
+        "search.generations=12",
+        "search.offspring=2",
+        "search.async_window=3",
+    ],  # fmt: skip
     "random": [*FAKE, "search.strategy=random", "search.generations=4"],
     "local": [*FAKE, ONE, "search.strategy=local", "search.generations=30"],
-    "seeds": [*FAKE, "search.generations=4", "search.seed_fill=mutate",
-              f"search.seed_genomes=['{ROOT}/genomes/mlp.yaml', '{ROOT}/genomes/lenet5.yaml']"],
-    "cache": [*FAKE, "space.ops=[dense]", "space.units=[8]", "space.activations=[relu]",
-              "space.max_layers=2", "space.lr_min=0.01", "space.lr_max=0.01",
-              "search.generations=4"],  # fmt: skip
+    "seeds": [
+        *FAKE,
+        "search.generations=4",
+        "search.seed_fill=mutate",
+        f"search.seed_genomes=['{ROOT}/genomes/mlp.yaml', '{ROOT}/genomes/lenet5.yaml']",
+    ],
+    "cache": [
+        *FAKE,
+        "space.ops=[dense]",
+        "space.units=[8]",
+        "space.activations=[relu]",
+        "space.max_layers=2",
+        "space.lr_min=0.01",
+        "space.lr_max=0.01",
+        "search.generations=4",
+    ],  # fmt: skip
     "nb201-local": [*NB201, "search.population=5", "search.generations=60"],
-    "nb201-regularized": [*NB201, "search.strategy=regularized", "search.population=10",
-                          "search.tournament_size=3", "search.generations=50"],  # fmt: skip
-    "nb201-nsga2": [*NB201, "search.strategy=nsga2", "search.population=8", "search.generations=5",
-                    "search.objectives=[{name: c10valid_val_12ep, goal: max}, "
-                    "{name: c10_test_12ep, goal: min}]",
-                    "task.options={report: [c10_test_12ep]}"],  # fmt: skip
+    "nb201-regularized": [
+        *NB201,
+        "search.strategy=regularized",
+        "search.population=10",
+        "search.tournament_size=3",
+        "search.generations=50",
+    ],  # fmt: skip
+    "nb201-nsga2": [
+        *NB201,
+        "search.strategy=nsga2",
+        "search.population=8",
+        "search.generations=5",
+        "search.objectives=[{name: c10valid_val_12ep, goal: max}, "
+        "{name: c10_test_12ep, goal: min}]",
+        "task.options={report: [c10_test_12ep]}",
+    ],  # fmt: skip
 }
 COLUMNS = ["uid", "generation", "arch_key", "parents", "operator", "origin", "status", "seed",
            "cached_from"]  # fmt: skip

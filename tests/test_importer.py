@@ -5,7 +5,7 @@ import yaml
 from evonas.export import load_model
 from evonas.importer import UnsupportedModelError, import_model
 from tests import import_models
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli
 
 MODELS = ROOT / "tests" / "import_models.py"
 CASES = {
@@ -58,7 +58,7 @@ def test_unsupported_modules_are_listed_with_their_paths():
 
 def test_import_command_writes_genome_and_weights(tmp_path):
     out = tmp_path / "genomes" / "cnn.yaml"
-    result = run_cli("import", f"{MODELS}:cnn1d", "--out", str(out), "--input-shape", "1,40",
+    result = cli("import", f"{MODELS}:cnn1d", "--out", str(out), "--input-shape", "1,40",
                      cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = yaml.safe_load(out.read_text())
@@ -66,7 +66,7 @@ def test_import_command_writes_genome_and_weights(tmp_path):
     assert data["input_shape"] == [1, 40] and data["num_classes"] == 10
     assert out.with_suffix(".pt").exists()
     rebuilt = load_model(out)
-    genome_check = run_cli("genome", str(out), "--set", "task.name=synthetic",
+    genome_check = cli("genome", str(out), "--set", "task.name=synthetic",
                            "--set", "task.options={length: 40}", cwd=tmp_path)  # fmt: skip
     assert genome_check.returncode == 0, genome_check.stderr
     assert sum(p.numel() for p in rebuilt.parameters()) > 0
@@ -77,24 +77,24 @@ def test_import_command_with_weights_reproduces_them(tmp_path):
     original = import_models.mlp()
     torch.save(original.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "mlp.yaml"
-    result = run_cli("import", f"{MODELS}:mlp", "--weights", str(tmp_path / "w.pt"),
+    result = cli("import", f"{MODELS}:mlp", "--weights", str(tmp_path / "w.pt"),
                      "--out", str(out), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert same_outputs(original, load_model(out), (20,))
 
 
 def test_import_errors_are_one_line(tmp_path):
-    bad = run_cli("import", f"{MODELS}:unsupported", "--out", str(tmp_path / "x.yaml"),
+    bad = cli("import", f"{MODELS}:unsupported", "--out", str(tmp_path / "x.yaml"),
                   "--input-shape", "1,40", cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 2 and "2: LSTM" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    missing = run_cli("import", f"{MODELS}:nothing", "--out", "x.yaml", cwd=tmp_path)
+    missing = cli("import", f"{MODELS}:nothing", "--out", "x.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "has no function 'nothing'" in missing.stderr
-    shape = run_cli("import", f"{MODELS}:cnn1d", "--out", "x.yaml", "--input-shape", "a,b",
+    shape = cli("import", f"{MODELS}:cnn1d", "--out", "x.yaml", "--input-shape", "a,b",
                     cwd=tmp_path)  # fmt: skip
     assert shape.returncode == 2 and "--input-shape: expected integers" in shape.stderr
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"\x80\x04cos\nsystem\n.")
-    payload = run_cli("import", f"{MODELS}:mlp", "--weights", str(evil), "--out", "x.yaml",
+    payload = cli("import", f"{MODELS}:mlp", "--weights", str(evil), "--out", "x.yaml",
                       cwd=tmp_path)  # fmt: skip
     assert payload.returncode == 2 and "refusing to unpickle" in payload.stderr

@@ -6,7 +6,7 @@ import torch
 
 from evonas.analysis import Run
 from evonas.optimize import nonzero_params, optimize
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli
 
 VARIANTS = ["original", "pruned-0.5", "pruned-0.9", "int8-dynamic", "distilled"]
 
@@ -70,15 +70,15 @@ def test_nonzero_params_counts_zeros_out():
 
 def test_cli_optimize_prints_the_table_and_rejects_bad_input(run):
     uid = int(run.best()["uid"])
-    done = run_cli("optimize", str(run.path), "--individual", str(uid), "--sparsity", "0.5",
+    done = cli("optimize", str(run.path), "--individual", str(uid), "--sparsity", "0.5",
                    "--finetune-epochs", "0", "--distill-epochs", "1", cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "pruned-0.5" in done.stdout and "distilled" in done.stdout
     before = run.individuals
-    bad = run_cli("optimize", str(run.path), "--individual", "9999", cwd=ROOT)
+    bad = cli("optimize", str(run.path), "--individual", "9999", cwd=ROOT)
     assert bad.returncode == 2 and "no individual with uid 9999" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = run_cli("optimize", str(run.path), "--best", "--sparsity", "1.5", cwd=ROOT)
+    bad = cli("optimize", str(run.path), "--best", "--sparsity", "1.5", cwd=ROOT)
     assert bad.returncode == 2 and "sparsity" in bad.stderr
     pd.testing.assert_frame_equal(Run(run.path).individuals, before)  # the run is intact
 

@@ -8,6 +8,7 @@ from evonas.parallel import evaluate_stream
 from evonas.records import Job
 
 FAULTS = Path(__file__).with_name("faults.py")
+slow = pytest.mark.slow  # worker processes
 GENOME = {"layers": [], "training": {"lr": 0.001}}
 
 
@@ -26,6 +27,7 @@ def by_uid(results):
     return {r.uid: r for r in results}
 
 
+@slow
 def test_every_job_yields_one_result_with_its_uid():
     results = list(evaluate_stream([job(u, "slow") for u in range(6)], n_jobs=2))
     assert sorted(r.uid for r in results) == list(range(6))
@@ -34,6 +36,7 @@ def test_every_job_yields_one_result_with_its_uid():
     assert str(os.getpid()) not in workers and 1 <= len(workers) <= 2  # processes, at most 2
 
 
+@slow
 def test_a_dying_worker_costs_only_its_evaluation():
     jobs = [job(0, "slow"), job(1, seed=seed_for("exit")), job(2, "slow"), job(3, "slow")]
     results = by_uid(evaluate_stream(jobs, n_jobs=2, crash_retries=1))
@@ -43,18 +46,21 @@ def test_a_dying_worker_costs_only_its_evaluation():
     assert all(results[u].status == "ok" for u in (0, 2, 3))
 
 
+@slow
 def test_segfault_is_a_crash_and_retries_are_configurable():
     results = by_uid(evaluate_stream([job(0, seed=seed_for("segfault"))], 1, crash_retries=0))
     assert results[0].status == "crashed"
     assert "died 1 times" in results[0].error
 
 
+@slow
 def test_sleeping_past_the_timeout_is_a_timeout():
     results = by_uid(evaluate_stream([job(0, seed=seed_for("sleep"), timeout=1.0)], n_jobs=1))
     assert results[0].status == "timeout"
     assert results[0].error == "EvaluationTimeout: evaluation exceeded its timeout of 1 s"
 
 
+@slow
 def test_a_hang_that_ignores_the_alarm_is_killed(monkeypatch):
     monkeypatch.setattr(parallel, "HARD_TIMEOUT_GRACE", 1.0)
     jobs = [job(0, "hang", timeout=0.5), job(1, "slow", timeout=0.5)]
@@ -64,15 +70,18 @@ def test_a_hang_that_ignores_the_alarm_is_killed(monkeypatch):
     assert results[1].status == "ok"
 
 
+@slow
 @pytest.mark.parametrize(("kind", "status", "error"), [
     ("raise", "failed", "RuntimeError: injected failure for seed 1"),
     ("nan", "failed", "ValueError: metric 'val_accuracy' is nan"),
 ])  # fmt: skip
+@slow
 def test_exceptions_and_nan_are_failures(kind, status, error):
     results = by_uid(evaluate_stream([job(0, seed=seed_for(kind))], n_jobs=1))
     assert (results[0].status, results[0].error) == (status, error)
 
 
+@slow
 def test_stop_request_stops_dispatching_but_keeps_results_in_flight():
     calls = []
 
@@ -91,6 +100,7 @@ def test_inline_backend_runs_in_this_process():
     assert {r.worker for r in results} == {str(os.getpid())}
 
 
+@slow
 def test_joblib_parallel_still_works_after_a_search_in_the_same_process():
     from joblib import Parallel, delayed
 

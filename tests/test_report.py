@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 from evonas.report import summary_text, write_report
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -26,19 +26,20 @@ def test_report_is_self_contained(trained, tmp_path):
 
 def test_report_lists_failures(faulty):
     page = write_report(faulty.path).read_text()
-    assert "EvaluationTimeout" in page and "WorkerDied" in page
+    assert "EvaluationTimeout" in page and "MemoryError" in page
     assert (faulty.path / "report.html").exists()
     assert "Pareto front" in summary_text(faulty)
 
 
 def test_report_command(trained, tmp_path):
-    result = run_cli("report", str(trained.path), "--out", str(tmp_path / "x.html"), cwd=tmp_path)
+    result = cli("report", str(trained.path), "--out", str(tmp_path / "x.html"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "report:" in result.stdout
-    missing = run_cli("report", str(tmp_path / "nope"), cwd=tmp_path)
+    missing = cli("report", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "no history.sqlite here" in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make chromium)")
 def test_report_renders_every_figure_in_headless_chromium(trained, tmp_path):
     path = write_report(trained.path, tmp_path / "r.html")
@@ -53,6 +54,7 @@ def test_report_renders_every_figure_in_headless_chromium(trained, tmp_path):
     assert result.stdout.count('data-rendered="true"') == 8
 
 
+@pytest.mark.slow
 def test_notebook_executes_end_to_end(trained):
     notebook = nbformat.read(ROOT / "notebooks" / "analyze_run.ipynb", as_version=4)
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")

@@ -2,7 +2,7 @@ import pytest
 
 from evonas.config import resolve
 from evonas.launch import run_search
-from tests.conftest import FAULTS, ROOT, run_cli, tiny_config_yaml
+from tests.conftest import FAULTS, ROOT, cli, tiny_config_yaml
 from tests.test_cli import individuals
 from tests.test_evolve import TINY as EVOLVE_TINY
 
@@ -28,7 +28,7 @@ def test_seed_genomes_start_generation_zero(tmp_path):
 
 
 def test_seed_run_brings_its_best_models_with_their_weights(trained, tmp_path):
-    result = run_cli(
+    result = cli(
         "search", "--config", str(write_config(tmp_path)), "--name", "seeded", "--runs-dir",
         str(tmp_path / "runs"), "--seed-run", str(trained.path), "--seed-top", "1",
         "--set", "training.finetune_epochs=0", cwd=tmp_path,
@@ -53,13 +53,13 @@ def test_a_seed_that_does_not_fit_the_input_is_refused(tmp_path):
     pools = tmp_path / "pools.yaml"
     pools.write_text("layers:\n" + "".join(
         f"  - {{id: {i}, op: pool, kind: max, size: 2}}\n" for i in range(1, 6)))  # fmt: skip
-    result = run_cli("search", "--config", str(write_config(tmp_path)), "--runs-dir",
+    result = cli("search", "--config", str(write_config(tmp_path)), "--runs-dir",
                      str(tmp_path / "runs"), "--seed-genome", str(pools), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert "does not fit this task's input" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
     command = ["search", "--config", str(write_config(tmp_path)), "--runs-dir", str(tmp_path)]
-    missing = run_cli(*command, "--seed-genome", "absent.yaml", cwd=tmp_path)
+    missing = cli(*command, "--seed-genome", "absent.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "absent.yaml: cannot read" in missing.stderr
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import sqlite3
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -268,8 +269,9 @@ def compare(runs: Iterable[Run | str | Path], objective: str | None = None) -> p
     time), value, best_so_far.
     """
     frames = []
+    runs = [run if isinstance(run, Run) else Run(run) for run in runs]
+    _warn_if_not_comparable(runs)
     for run in runs:
-        run = run if isinstance(run, Run) else Run(run)
         name = objective or run.objectives[0].name
         goal = objective_for(name, run.objectives).goal
         people = run.individuals.sort_values(["finished_at", "uid"], na_position="last")
@@ -289,6 +291,24 @@ def compare(runs: Iterable[Run | str | Path], objective: str | None = None) -> p
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _warn_if_not_comparable(runs: list[Run]) -> None:
+    """Curves of runs on other tasks or objectives are not comparable: say so."""
+    if len(runs) < 2:
+        return
+    first = runs[0].config
+    for run in runs[1:]:
+        config = run.config
+        if config.task != first.task:
+            warnings.warn(f"evonas.compare: {run.path.name} searched another task "
+                          f"({config.task.name}) than {runs[0].path.name} ({first.task.name}); "
+                          "its curve is not comparable", stacklevel=3)  # fmt: skip
+        if config.search.objectives != first.search.objectives:
+            names = [o.name for o in config.search.objectives]
+            theirs = [o.name for o in first.search.objectives]
+            warnings.warn(f"evonas.compare: {run.path.name} optimised {names}, "
+                          f"{runs[0].path.name} optimised {theirs}", stacklevel=3)  # fmt: skip
 
 
 def run_status(run_dir: str | Path) -> str:

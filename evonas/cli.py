@@ -377,6 +377,11 @@ def _drive(evolution, console: Console) -> int:
     if result.state == "interrupted":
         _warn(f"evonas: resume with: {resume}")
         return 128 + evolution.stop_signal
+    if result.state == "failed":  # a run that cannot mean anything must not look like a success
+        _warn(
+            f"evonas: error: the run failed: {result.reason} (journal: {evolution.store.run_dir})"
+        )
+        return 1
     for line in summary_lines(result, evolution):
         console.line(line)
     if result.state == "stopped":

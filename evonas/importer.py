@@ -152,8 +152,6 @@ def to_genome(
                 problems.append("non-square kernel/stride or groups")
             if m.padding != (same,) * len(m.padding):
                 problems.append(f"padding {m.padding} (evonas pads {same} for kernel {kernel})")
-            if has_norm == (m.bias is not None):
-                problems.append("a bias together with batch norm (or neither)")
             if act is None:
                 problems.append("no activation after it")
             if problems:
@@ -231,6 +229,12 @@ def _padding(module: nn.Module) -> int:
 
 def _basic_block_problems(block: nn.Module) -> str:
     problems = []
+    convs = (block.conv1, block.conv2)
+    if not all(isinstance(c, CONVS) for c in convs):
+        return "conv1 and conv2 are not convolutions (only BasicBlock-shaped blocks import)"
+    if any(c.groups != 1 for c in convs):
+        groups = [c.groups for c in convs]
+        return f"grouped or depthwise convolutions (groups {groups}) are not supported yet"
     if block.conv1.stride[0] != 1:
         problems.append("stride 2 (evonas residual blocks keep the resolution)")
     downsample = getattr(block, "downsample", None)
@@ -242,14 +246,22 @@ def _basic_block_problems(block: nn.Module) -> str:
 
 
 def copy_weights(target: nn.Module, genome: Genome, sources: list[tuple[nn.Module, ...]]) -> None:
-    """Load the source modules' tensors into the rebuilt model, layer by layer."""
+    """Load the source modules' tensors into the rebuilt model, layer by layer. A convolution's
+    bias before batch norm is folded into the norm's running mean (batch norm removes a constant
+    shift, so the function is the same); a convolution with neither gets a zero bias."""
     body = target[0]
     for gene, source in zip(genome.genes, sources):
         layer = getattr(body, f"g{gene.id}")
         if gene.op == "conv":
-            layer[0].load_state_dict(source[0].state_dict())
-            if gene.params["batch_norm"]:
-                layer[1].load_state_dict(source[1].state_dict())
+            conv, norm = source[0], source[1] if gene.params["batch_norm"] else None
+            layer[0].weight.data.copy_(conv.weight.data)
+            if norm is not None:
+                layer[1].load_state_dict(norm.state_dict())
+                if conv.bias is not None:
+                    layer[1].running_mean.data -= conv.bias.data
+            else:
+                bias = conv.bias.data if conv.bias is not None else torch.zeros_like(layer[0].bias)
+                layer[0].bias.data.copy_(bias)
         elif gene.op == "residual":
             block = source[0]
             for mine, theirs in (("conv1", "conv1"), ("norm1", "bn1"), ("conv2", "conv2"),
@@ -281,6 +293,16 @@ def import_model(
 ) -> tuple[Genome, nn.Module, dict[str, Any]]:
     """Genome, rebuilt model with the original's weights, and the file's header fields."""
     model = model.eval()
+    lazy = [
+        f"{path} ({type(m).__name__})" if path else type(m).__name__
+        for path, m in model.named_modules()
+        if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+    ]
+    if lazy:
+        raise UnsupportedModelError(
+            f"{', '.join(lazy)}: lazy layers have no shape until data goes through them; run one "
+            "batch through the model before importing it (or give the layers their sizes)"
+        )
     shape = tuple(input_shape) if input_shape else infer_input_shape(model)
     if shape is None:
         raise UnsupportedModelError("cannot infer the input shape of a convolutional model; "
@@ -288,7 +310,21 @@ def import_model(
     genome, sources = to_genome(model, shape)
     classes = sources[-1][0].out_features
     rebuilt = build(genome, shape, classes).eval()
-    copy_weights(rebuilt, genome, sources)
+    head, features = sources[-1][0], rebuilt[1].linear.in_features
+    if head.in_features != features:
+        raise UnsupportedModelError(
+            f"the last Linear reads {head.in_features} features, but evonas's head averages the "
+            f"feature map over its positions first ({features} channels): a classifier on the "
+            "whole flattened map cannot be represented; put a global average pooling "
+            "(nn.AdaptiveAvgPool) before it"
+        )
+    try:
+        copy_weights(rebuilt, genome, sources)
+    except RuntimeError as exc:  # a size evonas read differently from the model
+        first = str(exc).strip().splitlines()
+        raise UnsupportedModelError(
+            f"the weights do not fit the rebuilt model ({first[-1]})"
+        ) from None
     x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = model(x), rebuilt(x)

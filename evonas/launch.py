@@ -187,15 +187,22 @@ def _session(
             "state": "running",
         })  # fmt: skip
         return Evolution(config, store, space, seed_files.load(store.run_dir),
-                         _reporters(config, store, log, progress), elapsed)  # fmt: skip
+                         _reporters(config, store, space, log, progress), elapsed)  # fmt: skip
     except BaseException:
         store.close()
         raise
 
 
-def _reporters(config: Config, store: Store, log: Echo | None, progress: bool | None) -> Reporters:
-    search = config.search
-    bar = ProgressReporter(search.generations, search.objectives[0], enabled=progress)
+def _reporters(
+    config: Config, store: Store, space: Space, log: Echo | None, progress: bool | None
+) -> Reporters:
+    search, training = config.search, config.training
+    note = ""
+    if training.evaluator == "builtin" and config.task.name != "table":
+        note = f"{training.epochs} epochs from scratch"
+        if training.inherit_weights and space.inherits_weights:
+            note += f", {training.finetune_epochs} inherited"
+    bar = ProgressReporter(search.generations, search.objectives[0], enabled=progress, note=note)
     objectives = search.objectives
 
     def draw() -> None:

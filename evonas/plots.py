@@ -205,19 +205,20 @@ def plot_tradeoff(data: pd.DataFrame, objectives: Objectives) -> Figure:
 
 def lineage_layout(lineage: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Nodes (uid, x = generation, y = rank within its generation) and edges (parent, child,
-    operator) of an ancestry table from `Run.lineage`."""
+    operator, parent_index) of an ancestry table from `Run.lineage`: one edge per parent, so
+    a crossover has two, also when both parents are the same individual."""
     nodes = lineage[["uid", "generation", "operator", "status"]].copy()
     nodes["x"] = nodes["generation"]
     nodes["y"] = nodes.groupby("generation")["uid"].rank(method="first") - 1
+    known = set(lineage["uid"])
     edges = [
-        {"parent": parent, "child": row["uid"], "operator": row["operator"]}
+        {"parent": parent, "child": row["uid"], "operator": row["operator"], "parent_index": i}
         for _, row in lineage.iterrows()
-        for parent in row["parents"]
-        if parent in set(lineage["uid"])
+        for i, parent in enumerate(row["parents"])
+        if parent in known
     ]
-    return nodes.reset_index(drop=True), pd.DataFrame(
-        edges, columns=["parent", "child", "operator"]
-    )
+    columns = ["parent", "child", "operator", "parent_index"]
+    return nodes.reset_index(drop=True), pd.DataFrame(edges, columns=columns)
 
 
 def plot_lineage(nodes: pd.DataFrame, edges: pd.DataFrame) -> Figure:
@@ -225,10 +226,12 @@ def plot_lineage(nodes: pd.DataFrame, edges: pd.DataFrame) -> Figure:
     position = {row.uid: (row.x, row.y) for row in nodes.itertuples()}
     for edge in edges.itertuples():
         (x0, y0), (x1, y1) = position[edge.parent], position[edge.child]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, edge.operator, fontsize=7, ha="center",
-                color="darkslateblue")  # fmt: skip
+        bend = 0.25 if edge.parent_index else -0.1  # a second parent's edge curves the other way
+        arrow = {"arrowstyle": "->", "color": "grey", "connectionstyle": f"arc3,rad={bend}"}
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
+        label = edge.operator + (" (2nd parent)" if edge.parent_index else "")
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.12 if edge.parent_index else 0), label,
+                fontsize=7, ha="center", color="darkslateblue")  # fmt: skip
     colours = np.where(nodes["status"] == "ok", "tab:blue", "tab:red")
     ax.scatter(nodes["x"], nodes["y"], s=220, c=colours, zorder=3)
     for row in nodes.itertuples():

@@ -111,7 +111,8 @@ class ProgressReporter(Reporter):
     """A one-line progress bar: generation, evaluations, failures, best so far, ETA."""
 
     def __init__(self, generations: int, quality: Objective, stream: TextIO | None = None,
-                 enabled: bool | None = None) -> None:  # fmt: skip
+                 enabled: bool | None = None, note: str = "") -> None:  # fmt: skip
+        self.note = note  # e.g. what the children train
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.generations, self.quality = generations, quality
@@ -149,7 +150,7 @@ class ProgressReporter(Reporter):
             remaining = max(0, self.size - self.done)
             remaining += self.size * max(0, self.generations - self.generation)
             parts.append(f"ETA {duration(per_eval * remaining)}")
-        return " | ".join(parts)
+        return " | ".join(parts + ([self.note] if self.note else []))
 
     def draw(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -91,3 +91,42 @@ class ConvBase(nn.Module):
 
 def unsupported():
     return nn.Sequential(nn.Conv1d(1, 4, 4, padding=1), nn.ReLU(), nn.LSTM(4, 4), nn.Linear(4, 2))
+
+
+# --- models users write that evonas must refuse (or fold) with one clear line, never a traceback
+
+
+def lazy():
+    """Its last layer has no shape until data goes through it."""
+    return nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+
+
+def flattened_head():
+    """The classifier reads the whole flattened feature map (no global pooling)."""
+    return nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 40, 10))  # fmt: skip
+
+
+class DepthwiseBlock(nn.Module):
+    """Named like torchvision's BasicBlock, but depthwise-separable and without a skip."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def depthwise():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), DepthwiseBlock(8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))  # fmt: skip
+
+
+def conv_bias_then_bn():
+    """A convolution with a bias followed by batch norm (the PyTorch examples' habit)."""
+    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4))  # fmt: skip

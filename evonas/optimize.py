@@ -111,9 +111,11 @@ def _copy_of(model: nn.Module, genome: Genome, data) -> nn.Module:
 
 def nonzero_params(model: nn.Module) -> int:
     """Non-zero parameters; for a dynamically quantized model, its packed int8 weights too."""
+    from torch.ao.nn.quantized import Linear as QuantizedLinear
+
     count = sum(int((p != 0).sum()) for p in model.parameters())
     for module in model.modules():
-        if hasattr(module, "weight") and callable(module.weight):  # quantized linear
+        if isinstance(module, QuantizedLinear):  # packed weights, not parameters
             weight = module.weight()
             count += int((weight.dequantize() != 0).sum())
             if module.bias() is not None:

@@ -58,16 +58,23 @@ def _table(frame: pd.DataFrame) -> str:
     return f'<div class="wide">{body}</div>'
 
 
+# Metrics worth a column of the Pareto table (beside the objectives); the rest is in the CSV.
+FRONT_METRICS = ("test_accuracy", "val_accuracy", "params", "flops", "latency_ms", "epochs")
+
+
 def front_table(run: Run, people: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto front with its objectives first, then the other metrics that say something
-    (no column that is empty on the front), integers as integers."""
+    """The Pareto front for reading: uid, generation, the objectives, then the metrics of
+    FRONT_METRICS it has (none empty on the front); a user evaluator's metrics when it has no
+    built-in ones."""
     front = run.pareto()
     if front.empty:
         return front
     names = [o.name for o in run.objectives]
-    metrics = [c for c in run.metric_columns(people) if c in front and c not in names]
-    columns = ["uid", "generation", *names, *[c for c in metrics if front[c].notna().any()]]
-    return front[columns]
+    present = [c for c in run.metric_columns(people) if c in front and front[c].notna().any()]
+    extra = [c for c in FRONT_METRICS if c in present and c not in names]
+    if not any(c in FRONT_METRICS for c in present):
+        extra = [c for c in present if c not in names][:4]
+    return front[["uid", "generation", *names, *extra]]
 
 
 def summary_text(run: Run) -> str:

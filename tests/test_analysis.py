@@ -152,3 +152,39 @@ def test_load_run_on_a_live_run(tmp_path):
 def test_load_run_errors(tmp_path):
     with pytest.raises(RunDirError, match="no history.sqlite here"):
         load_run(tmp_path)
+
+
+def test_figures_carry_the_run_name_and_lineage_shows_both_parents(trained):
+    for kind in FIGURES:
+        assert trained.figure(kind)._suptitle.get_text() == "trained"
+    from evonas.plots import lineage_layout
+
+    people = trained.individuals
+    two = people[people["parents"].map(len) == 2]
+    for _, child in two.iterrows():
+        _, edges = lineage_layout(trained.lineage(int(child["uid"])))
+        mine = edges[edges["child"] == child["uid"]]
+        assert mine["parent_index"].tolist() == [0, 1]  # also when both are the same individual
+        assert mine["parent"].tolist() == child["parents"]
+
+
+def test_timestamps_are_datetimes(trained):
+    people = trained.individuals
+    assert str(people["started_at"].dtype).startswith("datetime64")
+    assert str(trained.generations["finished_at"].dtype).startswith("datetime64")
+
+
+def test_compare_warns_when_runs_differ_in_task_or_objectives(trained, faulty, tmp_path):
+    import shutil
+
+    import yaml
+
+    with pytest.warns(UserWarning, match="optimised"):
+        other = tmp_path / "other"
+        shutil.copytree(trained.path, other)
+        config = yaml.safe_load((other / "config.yaml").read_text())
+        config["search"]["objectives"] = config["search"]["objectives"][:1]
+        config["task"]["options"]["samples"] = 100
+        (other / "config.yaml").write_text(yaml.safe_dump(config))
+        with pytest.warns(UserWarning, match="another task"):
+            compare([trained, other])

@@ -1,3 +1,4 @@
+import html
 import json
 import os
 import shutil
@@ -71,3 +72,18 @@ def test_notebook_executes_end_to_end(trained):
     text = json.dumps([o.get("text", "") for o in outputs])
     assert "Sequential" in text  # the trained model was loaded and printed
     assert Path(trained.path).exists()
+
+
+def test_report_is_readable(trained, tmp_path):
+    page = write_report(trained.path, tmp_path / "r.html").read_text()
+    front = page.split("<h2>Pareto front</h2>")[1].split("<h2>")[0]
+    for column in ("inherited_from", "device", "weights", "cached_from", "worker", "gpu"):
+        assert f"<th>{column}</th>" not in front  # no non-metric columns
+    assert "<th>val_accuracy</th>" in front and "<th>params</th>" in front
+    params = [cell for cell in front.split("<td>")[1:]]
+    assert params and not any(cell.split("<")[0].endswith(".0") for cell in params)
+    assert 'download="trained-individuals.csv"' in page and "data:text/csv;base64," in page
+    assert "<details><summary>resolved config" in page  # folded
+    best = trained.best()
+    assert html.escape(trained.genome(int(best["uid"])).summary()) in page  # readable genome
+    assert "--best --objective val_accuracy --format torchscript" in page

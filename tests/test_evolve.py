@@ -266,7 +266,7 @@ def run_until_stopped(config, run_dir, after):
     """A search stopped once `after` results are journaled: what is in flight finishes,
     nothing more starts."""
     evolution = start_search(config, run_dir, log=None)
-    evolution.reporters.reporters.append(StopAfter(evolution, after))
+    evolution.reporters.add(StopAfter(evolution, after))
     assert run_to_end(evolution).state == "interrupted"
 
 

@@ -1,13 +1,16 @@
 """evonas: evolutionary neural-architecture search with a resumable, analysable journal."""
 
 from evonas.genome import Gene, Genome, GenomeError, load_genome, parse_genome, save_genome
-from evonas.spaces import SequentialSpace
+from evonas.objectives import Objective
+from evonas.spaces import Nb201Space, SequentialSpace
 
 __all__ = [
     "Gene",
     "Genome",
     "GenomeError",
+    "Objective",
     "SequentialSpace",
+    "Nb201Space",
     "load_genome",
     "parse_genome",
     "save_genome",

@@ -27,6 +27,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 from evonas.config import Config
 from evonas.devices import placement
@@ -77,6 +78,8 @@ class Evolution:
         self.strategy = make_strategy(config.strategy, search, self.variation, self.ledger.seen)
         self.offspring = self.strategy.offspring
         self.termination = Termination.of(search, self.offspring)
+        chance = (store.meta().get("chance") or {}).get(objectives[0].name)  # for "best"
+        self.statistics = partial(population_stats, objectives=objectives, chance=chance)
         pool = make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries,
                          parallel.address, where.resources)  # fmt: skip
         self.dispatcher = Dispatcher(pool, parallel.n_jobs, parallel.crash_retries,
@@ -103,18 +106,15 @@ class Evolution:
             self.dispatcher.close(kill=True)
             stopped = isinstance(exc, KeyboardInterrupt)  # a second Ctrl-C: stop at once
             state, reason = (INTERRUPTED, "stopped at once") if stopped else (FAILED, str(exc))
-            self.store.set_meta(
-                {"state": state, "reason": reason, "elapsed_seconds": self.elapsed()}
-            )
+            self.store.set_meta({"state": state, "reason": reason})
             raise
 
     # 1. generation 0 ----------------------------------------------------------------------------
 
     def start(self) -> bool:
         self.reporters.started(len(self.ledger.journal))
-        search = self.config.search
-        initial = generation_zero(self.seeds, self.strategy.initial_size, search.seed_fill,
-                                  self.ledger, self.variation)  # fmt: skip
+        size, fill = self.strategy.initial_size, self.config.search.seed_fill
+        initial = generation_zero(self.seeds, size, fill, self.ledger, self.variation)
         self.reporters.generation_started(0, len(initial))
         self.evaluate(initial, teacher=self.weights.teacher([], self.ledger.weights_uid))
         batch = Batch(initial)
@@ -203,8 +203,7 @@ class Evolution:
         if generation in self.journaled_generations:
             self.store.check_replay(generation, uids, self.journaled_generations[generation])
             return
-        objectives = self.config.search.objectives
-        stats = population_stats([i.metrics for i in population if i.status == OK], objectives)
+        stats = self.statistics([i.metrics for i in population if i.status == OK])
         failed = sum(ind.status != OK for ind in evaluated)
         record = GenerationRecord(generation, uids, len(evaluated), failed, stats)
         meta = {"elapsed_seconds": self.elapsed(), "generation": generation}
@@ -212,8 +211,9 @@ class Evolution:
         self.new_generations += 1
         if self.weights.keeps:
             in_flight = [ind for batch in self.batches for ind in batch.children]
-            weights_uid = self.ledger.weights_uid
-            keep = self.weights.worth_keeping(population, self.joined, in_flight, weights_uid)
+            keep = self.weights.worth_keeping(
+                population, self.joined, in_flight, self.ledger.weights_uid
+            )
             self.store.drop_weights(keep)
         summary = GenerationSummary(generation, self.termination.generations, evaluated, failed,
                                     stats, self.elapsed())  # fmt: skip

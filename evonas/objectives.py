@@ -168,16 +168,31 @@ def quality_floor(
     """The value of the first objective (the quality a search is about) that a model must reach
     to count as useful: halfway from chance (or, when chance is unknown, from the worst
     successful value) to the best found. None when nothing succeeded."""
-    quality = objectives[0]
     ok = successful(individuals, objectives[:1])
-    if ok.empty:
-        return None
-    values = ok[quality.name]
-    best = quality.best_of(values)
-    base = (
-        chance if chance is not None else (values.min() if quality.goal == "max" else values.max())
+    return (
+        None if ok.empty else _floor(ok[objectives[0].name].to_numpy(float), objectives[0], chance)
     )
+
+
+def _floor(values: np.ndarray, quality: Objective, chance: float | None) -> float:
+    best = quality.best_of(values)
+    worst = values.min() if quality.goal == "max" else values.max()
+    base = chance if chance is not None else worst
     return float(base + (best - base) / 2)
+
+
+def useful_mask(
+    values: np.ndarray, objectives: Sequence[Objective], chance: float | None
+) -> np.ndarray:
+    """The rows (one column per objective) that count when "best" is asked on a further
+    objective: on the Pareto front, and at least at the quality floor on the first objective
+    (the whole front when none reaches it)."""
+    values = np.asarray(values, dtype=float).reshape(len(values), len(objectives))
+    front = pareto_mask(values, objectives)
+    quality = objectives[0]
+    floor = _floor(values[:, 0], quality, chance)
+    useful = front & (quality.sign * values[:, 0] >= quality.sign * floor)
+    return useful if useful.any() else front
 
 
 def best_row(
@@ -190,19 +205,17 @@ def best_row(
 
     On the first objective, or a metric that is not an objective, it is simply the best value.
     On any other objective (say `params` in an accuracy-against-size search) it is the best among
-    the Pareto front's members that reach the quality floor on the first objective (see
-    `quality_floor`): the smallest model that is also good, not a model at chance level. Ties are
-    broken by the objectives in order, then by uid. KeyError when no individual has the metric."""
+    the useful models (`useful_mask`: on the Pareto front and halfway from chance to the best on
+    the first objective): the smallest model that is also good, not a model at chance level. Ties
+    are broken by the objectives in order, then by uid. KeyError when no individual has it."""
     objective = objective_for(name, objectives)
     ok = successful(individuals, [objective])
     if ok.empty:
         raise KeyError(f"no successful individual has metric {name!r}")
-    if name in [o.name for o in objectives[1:]]:
-        front = pareto_front(individuals, objectives)
-        floor = quality_floor(individuals, objectives, chance)
-        quality = objectives[0]
-        useful = front[quality.sign * front[quality.name] >= quality.sign * floor]
-        ok = useful if not useful.empty else front
+    complete = successful(individuals, objectives)
+    if name in [o.name for o in objectives[1:]] and not complete.empty:
+        values = complete[[o.name for o in objectives]].to_numpy(float)
+        ok = complete[useful_mask(values, objectives, chance)]
     order = [objective, *[o for o in objectives if o.name != name]]
     keys = [o.name for o in order if o.name in ok]
     ranked = ok.sort_values(
@@ -221,14 +234,25 @@ def best_individual(individuals: Iterable, objective: Objective):
 
 
 def population_stats(
-    metrics: Iterable[dict[str, float]], objectives: Sequence[Objective]
+    metrics: Iterable[dict[str, float]],
+    objectives: Sequence[Objective],
+    chance: float | None = None,
 ) -> dict[str, float]:
-    """best_<name> and median_<name> of each objective over successful members' metrics."""
+    """best_<name> and median_<name> of each objective over successful members' metrics; the
+    best on a further objective is the best useful member's, as in `best_row`."""
     rows = list(metrics)
+    names = [o.name for o in objectives]
+    complete = [row for row in rows if all(name in row for name in names)]
+    if len(objectives) > 1 and complete:
+        values = np.array([[row[name] for name in names] for row in complete])
+        useful = [
+            row for row, keep in zip(complete, useful_mask(values, objectives, chance)) if keep
+        ]
     stats: dict[str, float] = {}
-    for objective in objectives:
+    for index, objective in enumerate(objectives):
         values = [row[objective.name] for row in rows if objective.name in row]
         if values:
-            stats[f"best_{objective.name}"] = objective.best_of(values)
+            pool = useful if index and complete else rows
+            stats[f"best_{objective.name}"] = objective.best_of(row[objective.name] for row in pool)
             stats[f"median_{objective.name}"] = statistics.median(values)
     return stats

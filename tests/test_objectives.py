@@ -78,3 +78,18 @@ def test_population_stats():
 def test_objective_names_are_metric_names(name):
     with pytest.raises(ValueError):
         Objective(name, "max")
+
+
+def test_the_best_params_of_a_population_is_its_smallest_useful_member():
+    rows = [{"val_accuracy": 0.26, "params": 214}, {"val_accuracy": 0.95, "params": 9000},
+            {"val_accuracy": 0.90, "params": 2000}]  # fmt: skip
+    stats = population_stats(rows, OBJECTIVES, chance=0.1)
+    assert stats["best_params"] == 2000 and stats["median_params"] == 2000
+
+
+def test_the_floor_of_a_minimised_quality_starts_from_the_largest_value():
+    loss = [Objective("val_loss", "min"), Objective("params", "min")]
+    frame = pd.DataFrame({"uid": [0, 1, 2], "status": "ok", "generation": 0,
+                          "val_loss": [2.0, 0.2, 1.0], "params": [10, 900, 50]})  # fmt: skip
+    assert quality_floor(frame, loss, chance=None) == pytest.approx(1.1)
+    assert best_row(frame, "params", loss)["uid"] == 2  # loss 1.0 <= 1.1; 2.0 is not useful

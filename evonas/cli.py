@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evonas import __version__
 from evonas.analysis import RunLookupError
-from evonas.config import BACKENDS, ConfigError, preset_names, resolve
+from evonas.config import BACKENDS, EXPORT_FORMATS, ConfigError, preset_names, resolve
 from evonas.genome import GenomeError
 from evonas.importer import UnsupportedModelError
 from evonas.plugins import PluginError
@@ -210,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     _add_model_choice(export, pareto=True)
     export.add_argument("--format", default="state_dict", help="file format",
-                        choices=["state_dict", "torchscript", "onnx"])  # fmt: skip
+                        choices=EXPORT_FORMATS)  # fmt: skip
     export.add_argument("--out", metavar="PATH", help="file (a directory with --pareto; default "
                         "RUN_DIR/export/)")  # fmt: skip
 

@@ -50,6 +50,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 SPACE_KINDS: tuple[str, ...] = get_args(SpaceKind)
 SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
+EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")  # `evonas export --format`
 # Variation operators by the kind of space they work on; evonas.operators binds each name to its
 # function (and refuses to register a name that is not listed here).
 OPERATOR_NAMES: dict[str, tuple[str, ...]] = {

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from evonas.builder import build
+from evonas.config import EXPORT_FORMATS
 from evonas.genome import Genome, GenomeError, load_genome, parse_genome
 from evonas.weights import UnsafeFileError, load_state_dict
 
-FORMATS = ("state_dict", "torchscript", "onnx")
+FORMATS = EXPORT_FORMATS
 SUFFIX = {"state_dict": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
 MARK = "evonas-model/1"
 

@@ -98,3 +98,10 @@ def test_size_and_latency():
     assert size_bytes(with_bn) > 4 * count_params(with_bn)  # running statistics count too
     assert 0 < latency_ms(model, (10,)) < 1000
     assert model.training
+
+
+def test_every_configurable_activation_builds():
+    from evonas.builder import _ACTIVATIONS
+    from evonas.config import ACTIVATIONS
+
+    assert set(_ACTIVATIONS) == set(ACTIVATIONS)

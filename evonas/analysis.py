@@ -19,12 +19,9 @@ import pandas as pd
 from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
 from evonas.objectives import Objective, best_row, objective_for, pareto_front
-from evonas.records import COLUMNS
+from evonas.records import COLUMNS, DERIVED_COLUMNS
 from evonas.reporters import number
 from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
-
-DERIVED = ("n_layers",)  # columns Run.individuals adds to the journal's
-
 
 FIGURES = ("progress", "pareto", "fronts", "tradeoff", "lineage", "operators", "diversity",
            "failures")  # fmt: skip
@@ -103,7 +100,7 @@ class Run:
     def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
         """The metric columns: everything the journal holds beyond its fixed columns."""
         people = self.individuals if people is None else people
-        return [c for c in people.columns if c not in COLUMNS and c not in DERIVED]
+        return [c for c in people.columns if c not in COLUMNS and c not in DERIVED_COLUMNS]
 
     # --- questions ----------------------------------------------------------------------------
 

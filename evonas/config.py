@@ -58,6 +58,7 @@ OPERATOR_NAMES: dict[str, tuple[str, ...]] = {
                    "change_activation", "change_lr", "crossover", "prune", "cut"),
     "nb201": ("mutate_edge", "crossover_edges"),
 }  # fmt: skip
+CROSSOVERS = ("crossover", "crossover_edges")  # the operators that take two parents
 # Settings that may change when a run is resumed; anything else would break the replay. The
 # parallel settings change where evaluations run, never their results.
 RESUMABLE = (
@@ -232,6 +233,17 @@ class Config(Section):
         if self.parallel.address and self.parallel.backend not in ("dask", "ray"):
             raise ValueError("parallel.address: only for backend dask or ray")
         _check_operators(search.operators, self.space.kind)
+        mutates_only = self.strategy in ("regularized", "local") or search.seed_fill == "mutate"
+        weights = search.operators
+        if (
+            weights
+            and mutates_only
+            and not any(w > 0 for name, w in weights.items() if name not in CROSSOVERS)
+        ):
+            raise ValueError(
+                "search.operators: this search breeds by mutation (strategy "
+                f"{self.strategy!r}, or seed_fill: mutate); give a mutation a weight > 0"
+            )
         return self
 
     @property

@@ -50,9 +50,10 @@ FINISHED, STOPPED, INTERRUPTED, FAILED = "finished", "stopped", "interrupted", "
 
 @dataclass
 class Batch:
-    """Children bred together (a generation, or one child in the steady state)."""
+    """Children bred by one `ask` (a generation, or one child in the steady state)."""
 
     children: list[Individual]
+    closes: bool  # the last batch of its generation
     checked: int = 0  # children known to be resolved (they never go back to pending)
 
     def resolved(self) -> bool:
@@ -84,15 +85,15 @@ class Evolution:
                          parallel.address, where.resources)  # fmt: skip
         self.dispatcher = Dispatcher(pool, parallel.n_jobs, parallel.crash_retries,
                                      lambda: self.stop_signal is not None)  # fmt: skip
-        self.batch = 1 if search.async_window else self.offspring
+        self.batch = 1 if search.async_window else self.offspring  # children per ask
         self.window = search.async_window or self.offspring
+        self.asks_per_generation = self.offspring // self.batch
         self.journaled_generations = store.journaled_generations()
         self.batches: deque[Batch] = deque()  # bred, not joined, oldest first
-        self.bred = self.outstanding = 0  # children bred after generation 0; in `batches`
+        self.asked = self.outstanding = 0  # asks after generation 0; children in `batches`
         self.joined: list[Individual] = []
         self.by_generation: dict[int, list[Individual]] = {}
-        self.limit = self.failure = None
-        self.stop_signal: int | None = None
+        self.limit = self.failure = self.stop_signal = None  # why breeding stops, if it does
         self.new_generations = 0
         self.started, self.elapsed_before = time.monotonic(), elapsed_before
 
@@ -117,7 +118,7 @@ class Evolution:
         initial = generation_zero(self.seeds, size, fill, self.ledger, self.variation)
         self.reporters.generation_started(0, len(initial))
         self.evaluate(initial, teacher=self.weights.teacher([], self.ledger.weights_uid))
-        batch = Batch(initial)
+        batch = Batch(initial, closes=True)
         while not batch.resolved() and self.collect():
             pass
         if not batch.resolved():
@@ -133,7 +134,7 @@ class Evolution:
         return self.stop_signal is None and bool(self.batches or self.may_breed())
 
     def may_breed(self) -> bool:
-        more = self.bred < self.termination.generations * self.offspring
+        more = self.asked < self.termination.generations * self.asks_per_generation
         return more and self.limit is None and self.failure is None
 
     def next(self) -> None:
@@ -145,8 +146,9 @@ class Evolution:
     def breed(self) -> None:
         """a. Children up to the window; a run limit is checked where a generation starts."""
         while self.may_breed() and self.outstanding + self.batch <= self.window:
-            generation = 1 + self.bred // self.offspring
-            if self.bred % self.offspring == 0:
+            generation, nth = divmod(self.asked, self.asks_per_generation)
+            generation += 1
+            if nth == 0:
                 if generation not in self.journaled_generations:
                     evaluations = len(self.ledger.by_uid)
                     self.limit = self.termination.limit(evaluations, self.offspring, self.elapsed())
@@ -156,8 +158,8 @@ class Evolution:
             children = [self.ledger.child(c, generation) for c in self.strategy.ask(self.batch)]
             self.by_generation.setdefault(generation, []).extend(children)
             self.evaluate(children, self.weights.teacher(self.joined, self.ledger.weights_uid))
-            self.batches.append(Batch(children))
-            self.bred += len(children)
+            self.batches.append(Batch(children, closes=nth + 1 == self.asks_per_generation))
+            self.asked += 1
             self.outstanding += len(children)
 
     def evaluate(self, individuals: list[Individual], teacher: dict | None) -> None:
@@ -174,10 +176,8 @@ class Evolution:
         """b. Wait for results and journal them; False when nothing is left in flight."""
         results = self.dispatcher.results(before_waiting=self.store.flush)
         for result in results:
-            original, *copies = self.ledger.record(result)
-            self.reporters.evaluated(original, "worker")
-            for copy in copies:
-                self.reporters.evaluated(copy, "cache")
+            for i, ind in enumerate(self.ledger.record(result)):  # the original, then copies
+                self.reporters.evaluated(ind, "cache" if i else "worker")
         return bool(results)
 
     def join(self) -> None:
@@ -186,23 +186,23 @@ class Evolution:
         while self.batches and self.batches[0].resolved():
             if self.outstanding + self.batch <= self.window and self.may_breed():
                 return
-            children = self.batches.popleft().children
-            self.outstanding -= len(children)
-            population = self.strategy.tell(children)
-            self.joined += children
-            generation = children[-1].generation
-            done = self.by_generation[generation]
-            if children[-1] is done[-1] and len(done) == self.offspring:
-                self.finish_generation(generation, population, done)
+            batch = self.batches.popleft()
+            self.outstanding -= len(batch.children)
+            population = self.strategy.tell(batch.children)
+            self.joined += batch.children
+            if batch.closes:
+                generation = batch.children[-1].generation
+                self.finish_generation(generation, population, self.by_generation[generation])
 
     def finish_generation(self, generation: int, population: list[Individual],
                           evaluated: list[Individual]) -> None:  # fmt: skip
         """d. Journal the generation (a replayed one must agree), retention, reporters."""
-        self.failure = self.failure or self.termination.failure(evaluated)
+        failure = self.termination.failure(evaluated)
         uids = tuple(ind.uid for ind in population)
-        if generation in self.journaled_generations:
+        if generation in self.journaled_generations:  # a resumed run goes on past a failure
             self.store.check_replay(generation, uids, self.journaled_generations[generation])
             return
+        self.failure = self.failure or failure
         stats = self.statistics([i.metrics for i in population if i.status == OK])
         failed = sum(ind.status != OK for ind in evaluated)
         record = GenerationRecord(generation, uids, len(evaluated), failed, stats)

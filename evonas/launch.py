@@ -9,6 +9,7 @@ recorded config (only `RESUMABLE` settings may change). Both return an `Evolutio
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import sys
@@ -68,6 +69,12 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
     chosen = seed_files.collect(config.search)
     seed_files.check(chosen, space, info.input_shape if info else None)
     parallel = config.parallel
+    package = {"dask": "distributed", "ray": "ray"}.get(parallel.backend)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"parallel.backend: {parallel.backend} needs the {package} package: "
+            f"pip install 'evonas[{parallel.backend}]'"
+        )
     if parallel.address:  # an unreachable cluster is an error before the run exists
         where = placement(parallel)
         make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries, parallel.address,
@@ -206,6 +213,7 @@ def _reporters(
     objectives = search.objectives
 
     def draw() -> None:
+        store.flush()  # drawing takes a while: commit what it shows first
         write_generation_plots(
             store.run_dir / "plots", store.individuals(), store.generations(), objectives,
             title=store.run_dir.name,

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from evonas.config import Config, ConfigError
 from evonas.genome import Genome
 from evonas.objectives import Objective, fitness_class, fitness_values, missing_metric
 from evonas.records import (
+    FAILED,
     OK,
     Child,
     Individual,
@@ -58,7 +60,8 @@ class Ledger:
         self.copies: dict[int, list[Individual]] = {}  # uid in flight -> identical work waiting
         self.seen_keys: set[str] = set()  # architecture keys (training settings are the run's)
         self.keys: dict[int, str] = {}  # uid -> cache key, fixed once its inputs are known
-        self.checked_metrics = bool(self.journal)  # a resumed run was checked when it started
+        # checked at the first success; a resumed run was, if its journal holds one
+        self.checked_metrics = any(row["status"] == OK for row in self.journal.values())
         training = config.training.model_dump()
         self.training = {k: v for k, v in training.items() if k != "evaluator"}
         blob = json.dumps(training, sort_keys=True).encode()
@@ -122,6 +125,9 @@ class Ledger:
         """Journal an evaluation's result, and the copies that waited for it; returns them.
         ConfigError when the first success of a user's evaluator lacks an objective."""
         ind = self.by_uid[result.uid]
+        clash = self.store.metric_clash(result.metrics)
+        if clash:  # SQLite column names ignore case: never merge two metrics into one
+            result = replace(result, status=FAILED, error=f"MetricNameError: {clash}", metrics={})
         self.pending.pop(self.keys[ind.uid], None)
         self._apply(ind, result.status, result.error, result.metrics)
         weights = self.weights.path(ind.uid) if self.weights.keeps else None

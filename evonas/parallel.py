@@ -4,10 +4,11 @@
 as a worker is free. A worker that dies costs only its evaluation:
 
 - with a pool that a dead worker breaks (loky), the jobs that were in flight are suspects; each is
-  rerun alone, so the one that kills its worker is known for certain; it is retried
-  `crash_retries` times, then reported with status `crashed`;
+  rerun alone (nothing else runs beside it), so the one that kills its worker is known for
+  certain; it is retried `crash_retries` times, then reported with status `crashed`;
 - a job that outlives its timeout by a grace period (a hang that the in-worker alarm could not
   interrupt) is given up (its workers killed where the pool allows) and reported as `timeout`;
+  the jobs killed with it are innocent and start again as they were;
 - once `should_stop()` is true nothing more is started; jobs in flight finish and are returned.
 """
 
@@ -38,6 +39,7 @@ class Dispatcher:
         self.queue: deque[Job] = deque()  # submitted, not started
         self.solo: deque[Job] = deque()  # suspects of a worker death, each run alone
         self.in_flight: dict[Any, tuple[Job, float]] = {}
+        self.alone = False  # a suspect is running: nothing else may start
         self.crashes: Counter[int] = Counter()
 
     def submit(self, job: Job) -> None:
@@ -73,9 +75,13 @@ class Dispatcher:
         if self.should_stop():
             self.queue.clear()
             self.solo.clear()
-        if self.solo and not self.in_flight:
-            self._start(self.solo.popleft())
-        while not self.solo and self.queue and len(self.in_flight) < self.n_jobs:
+        self.alone = self.alone and bool(self.in_flight)
+        if self.solo or self.alone:  # suspects, one at a time and alone
+            if self.solo and not self.in_flight:
+                self._start(self.solo.popleft())
+                self.alone = True
+            return
+        while self.queue and len(self.in_flight) < self.n_jobs:
             self._start(self.queue.popleft())
 
     def _start(self, job: Job) -> None:
@@ -107,9 +113,12 @@ class Dispatcher:
         elif broken or overdue:
             # The pool is gone (or must go): every job still in flight is lost with it.
             self.pool.restart()
-            lost = broken + [job for job, _ in self.in_flight.values() if job not in overdue]
+            others = [job for job, _ in self.in_flight.values() if job not in overdue]
             self.in_flight.clear()
-            results += self._suspects(lost, killed_on_purpose=bool(overdue))
+            if broken:
+                results += self._suspects(broken + others)
+            else:  # killed on purpose beside a hung job: innocent, they start again
+                self.queue.extendleft(reversed(others))
         return results
 
     def _overdue(self) -> list[Job]:
@@ -121,9 +130,9 @@ class Dispatcher:
                 overdue.append(job)
         return overdue
 
-    def _suspects(self, lost: list[Job], killed_on_purpose: bool) -> list[Result]:
+    def _suspects(self, lost: list[Job]) -> list[Result]:
         """A job that was alone when its worker died is the culprit; others rerun alone."""
-        if len(lost) == 1 and not killed_on_purpose:
+        if len(lost) == 1:
             job = lost[0]
             self.crashes[job.uid] += 1
             if self.crashes[job.uid] > self.crash_retries:

@@ -45,6 +45,7 @@ COLUMNS: dict[str, str] = {
     "eval_seconds": "REAL",
 }
 TIMING_COLUMNS = ("worker", "started_at", "finished_at", "eval_seconds")
+DERIVED_COLUMNS = ("n_layers",)  # added by evonas.analysis.Run.individuals
 # Fixed columns that say where and how an evaluation ran; never metrics, never objectives.
 PROVENANCE_COLUMNS = ("cached_from", "inherited_from", "distilled_from", "device", "gpu", "weights")
 
@@ -68,7 +69,7 @@ def check_metric_name(name: str) -> None:
     (ignoring case, as SQLite does) names a fixed column."""
     if not name or '"' in name or name != name.strip():
         raise MetricNameError(f"metric name {name!r}: expected non-empty text without '\"'")
-    if name.lower() in COLUMNS:
+    if name.lower() in COLUMNS or name.lower() in DERIVED_COLUMNS:
         raise MetricNameError(
             f"metric name {name!r} is a journal column of its own ({name.lower()}); rename it"
         )

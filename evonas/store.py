@@ -70,10 +70,15 @@ class Store:
             raise RunDirError(
                 f"{run_dir}: already holds a run; choose another --name or remove the directory"
             )
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        tmp.replace(run_dir / "config.yaml")
+        try:
+            (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+            tmp = run_dir / "config.yaml.tmp"
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+            tmp.replace(run_dir / "config.yaml")
+        except OSError as exc:
+            raise RunDirError(
+                f"{run_dir}: cannot make the run directory ({exc.strerror})"
+            ) from None
         store = cls(run_dir, _connect(run_dir / JOURNAL))
         store.lock()
         store.db.executescript(_SCHEMA)
@@ -186,6 +191,21 @@ class Store:
             sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(values))})"
             self._inserts[key] = sql
         self.db.execute(sql, tuple(values.values()))
+
+    def metric_clash(self, metrics: dict[str, Any]) -> str | None:
+        """Why these metric names cannot be columns of the journal: two that differ only in
+        case (SQLite's column names ignore case), here or with a column it already has."""
+        known = self._columns.get("individuals") or {
+            row[1] for row in self.db.execute("PRAGMA table_info(individuals)")
+        }
+        if known.issuperset(metrics):  # names already there, exactly as spelled
+            return None
+        folded = {name.lower(): name for name in known}
+        for name in metrics:
+            other = folded.setdefault(name.lower(), name)
+            if other != name:
+                return f"metric {name!r} differs only in case from {other!r}; rename one"
+        return None
 
     def _ensure_columns(self, table: str, names: dict[str, Any]) -> None:
         known = self._columns.get(table)

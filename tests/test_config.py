@@ -42,6 +42,9 @@ def test_operator_names_are_registered_operators():
 
     for kind, names in OPERATOR_NAMES.items():
         assert {n for n, op in OPERATORS.items() if op.space == kind} == set(names)
+    from evonas.config import CROSSOVERS
+
+    assert {n for n, op in OPERATORS.items() if op.arity == 2} == set(CROSSOVERS)
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -106,6 +109,14 @@ def test_free_form_sections_accept_new_keys():
         (["search.objectives=[{name: val_accuracy}]"], "search.objectives[0].goal: missing"),
         (["parallel.devices=0,"], "parallel.devices: expected 'auto', 'cpu' or GPUs"),
         (["space.kind=nb201", "search.operators.add_layer=1"], "unknown operator for a nb201"),
+        (
+            [
+                "search.strategy=regularized",
+                "search.objectives=[{name: val_accuracy, goal: max}]",
+                "search.operators={crossover: 1}",
+            ],
+            "search.operators: this search breeds by mutation",
+        ),
         (["nokey"], "expected key=value"),
     ],
 )

@@ -64,6 +64,14 @@ CASES = {
         "search.tournament_size=3",
         "search.generations=50",
     ],  # fmt: skip
+    "nb201-local-3": [
+        *NB201,
+        "search.population=5",
+        "search.offspring=3",
+        "search.generations=60",
+        "search.max_evaluations=100",
+    ],  # fmt: skip
+    "local-3": [*FAKE, ONE, "search.strategy=local", "search.offspring=3", "search.generations=12"],
     "nb201-nsga2": [
         *NB201,
         "search.strategy=nsga2",

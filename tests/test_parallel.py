@@ -106,3 +106,95 @@ def test_joblib_parallel_still_works_after_a_search_in_the_same_process():
 
     list(evaluate_stream([job(0, "slow"), job(1, "slow")], n_jobs=2))
     assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+
+
+class Ticket:
+    """A future of the fake pool (hashable by identity, like real futures)."""
+
+    def __init__(self, job):
+        self.job = job
+
+
+class FakePool:
+    """A pool like loky's, in this process: a worker death breaks every job in flight; jobs
+    marked `hang` never finish; jobs marked `late` finish only after a restart."""
+
+    restarts_on_worker_death = True
+
+    def __init__(self):
+        self.running: set[int] = set()
+        self.together: list[set[int]] = []  # who was running, at each start
+        self.restarts = 0
+
+    def submit(self, job):
+        self.running.add(job.uid)
+        self.together.append(set(self.running))
+        return Ticket(job)
+
+    def wait(self, futures, timeout):
+        kinds = [(f, f.job.training.get("kind")) for f in futures]
+        return [f for f, kind in kinds if kind == "ok" or (kind == "late" and self.restarts)]
+
+    def outcome(self, future):
+        from evonas.pools import WorkerLost
+        from evonas.records import Result
+
+        job = future.job
+        if self.crashing:
+            self.running.discard(job.uid)
+            raise WorkerLost
+        self.running.discard(job.uid)
+        return Result(job.uid, "ok")
+
+    @property
+    def crashing(self):
+        return any(uid in self.crashers for uid in self.running)
+
+    crashers: set[int] = set()
+
+    def restart(self):
+        self.running.clear()
+        self.restarts += 1
+
+    def cancel(self, future):
+        pass
+
+    def close(self, kill=False):
+        pass
+
+
+def fake_job(uid, kind="ok", timeout=0.0):
+    return Job(uid, GENOME, uid, {}, {"timeout": timeout, "kind": kind})
+
+
+def drain(dispatcher):
+    results = []
+    while batch := dispatcher.results():
+        results += batch
+    return {r.uid: r for r in results}
+
+
+def test_suspects_of_a_worker_death_run_alone_until_the_culprit_is_found():
+    pool = FakePool()
+    pool.crashers = {2}
+    dispatcher = parallel.Dispatcher(pool, n_jobs=3, crash_retries=1)
+    for uid in range(6):
+        dispatcher.submit(fake_job(uid))
+    results = drain(dispatcher)
+    assert results[2].status == "crashed" and "died 2 times" in results[2].error
+    assert all(results[uid].status == "ok" for uid in (0, 1, 3, 4, 5))
+    first_crash = next(i for i, running in enumerate(pool.together) if 2 in running)
+    suspects = [running for running in pool.together[first_crash + 1 :] if 2 in running]
+    assert suspects and all(running == {2} for running in suspects)  # alone, every time
+
+
+def test_jobs_killed_beside_a_hung_one_start_again_together(monkeypatch):
+    monkeypatch.setattr(parallel, "HARD_TIMEOUT_GRACE", 0.0)
+    pool = FakePool()
+    dispatcher = parallel.Dispatcher(pool, n_jobs=3, crash_retries=1)
+    for uid, kind in ((0, "hang"), (1, "late"), (2, "late")):
+        dispatcher.submit(fake_job(uid, kind, timeout=0.001))
+    results = drain(dispatcher)
+    assert results[0].status == "timeout"
+    assert results[1].status == results[2].status == "ok"
+    assert {1, 2} in pool.together  # innocent: they ran side by side again, not one at a time

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from evonas.export import load_model
-from tests.conftest import FAULTS, ROOT, cli, tiny_config_yaml
+from tests.conftest import FAULTS, ROOT, cli, run_cli, tiny_config_yaml
 from tests.test_cli import assert_one_line_error, individuals
 
 MODELS = ROOT / "tests" / "import_models.py"
@@ -274,3 +274,64 @@ def test_pip_install_alone_gives_a_working_evonas(tmp_path):
                               text=True, timeout=900)  # fmt: skip
         assert done.returncode == 0, done.stderr
     assert (work / "runs" / "nb" / "history.sqlite").exists()
+
+
+def test_a_failed_run_resumes_past_its_failure_once_the_cause_is_fixed(tmp_path, tiny):
+    broken = tmp_path / "broken"
+    broken.write_text("the disk is full")
+    (tmp_path / "evaluator.py").write_text(textwrap.dedent(f"""
+        import os
+        def evaluate(genome, seed, budget):
+            if os.path.exists({str(broken)!r}):
+                raise OSError("No space left on device")
+            return {{"val_accuracy": (seed % 10) / 10, "params": 3.0}}
+    """))  # fmt: skip
+    first = search(tmp_path, "--config", tiny, "--set",
+                   f"training.evaluator={tmp_path / 'evaluator.py'}:evaluate")  # fmt: skip
+    assert first.returncode == 1 and "OSError: No space left on device" in first.stderr
+    broken.unlink()
+    resumed = cli("resume", tmp_path / "runs" / "r", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    people = individuals(tmp_path / "runs" / "r")
+    assert (people.loc[people["generation"] == 1, "status"] == "ok").all()
+
+
+def test_the_objectives_are_checked_on_resume_when_nothing_had_succeeded(tmp_path, tiny):
+    evaluator = tmp_path / "evaluator.py"
+    evaluator.write_text("def evaluate(genome, seed, budget):\n    raise RuntimeError('down')\n")
+    args = ("--config", tiny, "--set", f"training.evaluator={evaluator}:evaluate")
+    assert search(tmp_path, *args).returncode == 1  # every evaluation failed
+    evaluator.write_text("def evaluate(genome, seed, budget):\n    return {'val_acc': 0.5}\n")
+    resumed = run_cli("resume", str(tmp_path / "runs" / "r"), cwd=tmp_path)  # imports it anew
+    assert_one_line_error(resumed, "'val_accuracy' is not a metric", "did you mean val_acc?")
+
+
+def test_metric_names_differing_only_in_case_fail_the_evaluation_not_the_run(tmp_path, tiny):
+    (tmp_path / "evaluator.py").write_text(
+        "def evaluate(genome, seed, budget):\n"
+        "    return {'val_accuracy': 0.5, 'params': 1.0, 'Val_Accuracy': 0.4}\n"
+    )
+    evaluator = f"training.evaluator={tmp_path / 'evaluator.py'}:evaluate"
+    result = search(tmp_path, "--config", tiny, "--set", evaluator)
+    assert "Traceback" not in result.stderr and result.returncode == 1  # every one failed
+    errors = individuals(tmp_path / "runs" / "r")["error"]
+    assert errors.str.contains("differs only in case from 'val_accuracy'").all()
+
+
+def test_more_user_mistakes_are_one_line_errors_before_anything_is_written(tmp_path, tiny):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    result = cli("search", "--config", tiny, "--runs-dir", blocked, "--name", "r", cwd=tmp_path)
+    assert_one_line_error(result, "cannot make the run directory")
+    for backend, package in (("dask", "distributed"), ("ray", "ray")):
+        import importlib.util
+
+        if importlib.util.find_spec(package) is None:
+            result = search(tmp_path, "--config", tiny, "--backend", backend)
+            assert_one_line_error(result, f"parallel.backend: {backend} needs the {package}")
+    derived = tmp_path / "derived.py"
+    derived.write_text("def evaluate(genome, seed, budget):\n    return {'n_layers': 3.0}\n")
+    result = search(tmp_path, "--config", tiny, "--set", f"training.evaluator={derived}:evaluate",
+                    "--set", "search.objectives=[{name: n_layers, goal: min}]")  # fmt: skip
+    errors = individuals(tmp_path / "runs" / "r")["error"]
+    assert errors.str.contains("'n_layers' is a journal column of its own").all()

@@ -23,9 +23,6 @@ from evonas.records import COLUMNS, DERIVED_COLUMNS
 from evonas.reporters import number
 from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
 
-FIGURES = ("progress", "pareto", "fronts", "tradeoff", "lineage", "operators", "diversity",
-           "failures")  # fmt: skip
-
 
 class RunLookupError(LookupError):
     """A uid or metric that the run does not have; the message names it."""
@@ -174,31 +171,15 @@ class Run:
     # --- figures ------------------------------------------------------------------------------
 
     def figure(self, kind: str, uid: int | None = None):
-        """One matplotlib Figure, titled with the run's name: progress, pareto, fronts,
-        tradeoff, lineage (of `uid`, default the best), operators, diversity or failures."""
-        from evonas import plots
+        """One matplotlib Figure, titled with the run's name: one of `evonas.plots.FIGURES`
+        (progress, pareto, fronts, tradeoff, lineage of `uid` (default: the best), operators,
+        diversity, failures)."""
+        from evonas.plots import FIGURES, titled
 
         if kind not in FIGURES:
-            raise ValueError(f"unknown figure {kind!r}; expected one of {FIGURES}")
-        people, objectives = self.individuals, self.objectives
-        if kind == "progress":
-            fig = plots.plot_progress(plots.progress_data(self.generations, objectives), objectives)
-        elif kind == "pareto":
-            fig = plots.plot_pareto(plots.pareto_data(people, objectives), objectives)
-        elif kind == "fronts":
-            fig = plots.plot_fronts(plots.fronts_data(people, objectives), objectives)
-        elif kind == "tradeoff":
-            fig = plots.plot_tradeoff(plots.tradeoff_data(people, objectives), objectives)
-        elif kind == "lineage":
-            target = int(self.best()["uid"]) if uid is None else uid
-            fig = plots.plot_lineage(*plots.lineage_layout(self.lineage(target)))
-        elif kind == "operators":
-            fig = plots.plot_operator_stats(self.operator_stats())
-        elif kind == "diversity":
-            fig = plots.plot_diversity(plots.diversity_data(people, self.generations))
-        else:
-            fig = plots.plot_failures(plots.failure_data(people))
-        return plots.titled(fig, self.path.name)
+            raise ValueError(f"unknown figure {kind!r}; expected one of {list(FIGURES)}")
+        data, draw = FIGURES[kind]
+        return titled(draw(*data(self, uid)), self.path.name)
 
     def model(self, uid: int):
         """The trained `nn.Module` of `uid`, with its weights when they were kept."""

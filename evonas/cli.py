@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -289,13 +288,10 @@ def _run_dir(args: argparse.Namespace) -> Path:
         if not args.name or "/" in args.name or args.name in (".", ".."):
             raise ConfigError(f"--name: expected a plain directory name, got {args.name!r}")
         return Path(args.runs_dir) / args.name
+    from evonas.launch import fresh_run_dir
+
     base = args.preset or (Path(args.config).stem if args.config else "run")
-    stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-    candidate, n = Path(args.runs_dir) / stem, 1
-    while candidate.exists():
-        n += 1
-        candidate = Path(args.runs_dir) / f"{stem}-{n}"
-    return candidate
+    return fresh_run_dir(args.runs_dir, base)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -491,7 +487,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         uids = [args.individual]
     name = "pareto" if args.pareto else f"uid{uids[0]}{SUFFIX[args.format]}"
     out = Path(args.out) if args.out else run.path / "export" / name
-    for path in export_run(run.path, uids, args.format, out):
+    for path in export_run(run.path, uids, args.format, out, folder=args.pareto):
         print(path)
     return 0
 

@@ -79,7 +79,19 @@ def _not_empty(values: list) -> list:
     return values
 
 
-Fraction = Annotated[float, AfterValidator(_fraction)]
+def _number(value: Any) -> Any:
+    """Numbers written as text count (YAML 1.1 reads `1e3` as a string); anything else is left
+    for the type check to name."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[float, BeforeValidator(_number), AfterValidator(_fraction)]
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
 Choices = Annotated[list[Annotated[int, Field(gt=0)]], AfterValidator(_not_empty)]
@@ -116,9 +128,9 @@ class Space(Section):
     dilations: Choices = [1]
     units: Choices = [32, 64, 128, 256]
     activations: Annotated[list[Activation], AfterValidator(_not_empty)] = ["relu", "gelu", "silu"]
-    dropout_rates: Annotated[list[float], AfterValidator(_not_empty)] = [0.1, 0.25, 0.5]
-    lr_min: float = Field(0.0001, gt=0, description="the learning rate gene's lower bound")
-    lr_max: float = Field(0.03, gt=0)
+    dropout_rates: Annotated[list[Number], AfterValidator(_not_empty)] = [0.1, 0.25, 0.5]
+    lr_min: Number = Field(0.0001, gt=0, description="the learning rate gene's lower bound")
+    lr_max: Number = Field(0.03, gt=0)
     prune_fraction: Fraction = Field(0.25, description="share of channels prune and cut remove")
 
     @model_validator(mode="after")
@@ -141,16 +153,16 @@ class Training(Section):
     optimizer: OptimizerName = "adam"
     epochs: Positive = Field(5, description="epochs of a model trained from scratch")
     batch_size: Positive = 64
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: Number = Field(0.0, ge=0)
     threads: Positive = Field(1, description="torch threads per evaluation")
-    timeout: float = Field(0.0, ge=0, description="seconds per evaluation; 0 = none")
+    timeout: Number = Field(0.0, ge=0, description="seconds per evaluation; 0 = none")
     save_weights: bool = True
     finetune_epochs: Count = Field(1, description="epochs of an inherited child or a seed")
     inherit_weights: bool = False
     prune_importance: Literal["l1", "bn"] = "l1"
     distill_from: Literal["", "seed", "best"] = ""
-    distill_alpha: float = Field(0.5, ge=0, le=1)
-    distill_temperature: float = Field(4.0, gt=0)
+    distill_alpha: Number = Field(0.5, ge=0, le=1)
+    distill_temperature: Number = Field(4.0, gt=0)
 
     @field_validator("evaluator")
     @classmethod
@@ -172,7 +184,7 @@ class Search(Section):
     ]
     tournament_size: Positive = 3
     max_evaluations: Count = 0
-    max_time: float = Field(0.0, ge=0, description="seconds of run time; 0 = no limit")
+    max_time: Number = Field(0.0, ge=0, description="seconds of run time; 0 = no limit")
     plot_every: Count = Field(1, description="redraw plots every N generations; 0 = never")
     operators: dict[str, Any] = Field(default_factory=dict, description="name -> weight")
     seed_genomes: list[str] = []
@@ -245,6 +257,14 @@ class Config(Section):
                 f"{self.strategy!r}, or seed_fill: mutate); give a mutation a weight > 0"
             )
         return self
+
+    @property
+    def evaluation(self) -> str:
+        """Who evaluates a genome: "evaluator" (the user's function, `training.evaluator`),
+        "table" (a lookup, `task.name: table`) or "trainer" (evonas's own training)."""
+        if self.training.evaluator != "builtin":
+            return "evaluator"
+        return "table" if self.task.name == "table" else "trainer"
 
     @property
     def strategy(self) -> str:
@@ -324,6 +344,11 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. search.population=16")
+    if "[" in key:
+        raise ConfigError(
+            f"--set {key.strip()}: a list is set as a whole, e.g. --set "
+            "'search.objectives=[{name: val_accuracy, goal: max}]'"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -119,8 +119,11 @@ def _from_genome_file(path: Path) -> nn.Module:
     return model.eval()
 
 
-def export_run(run_dir: str | Path, uids: list[int], fmt: str, out: str | Path) -> list[Path]:
-    """Export individuals of a run; several uids go to `out` as a directory (one file each)."""
+def export_run(
+    run_dir: str | Path, uids: list[int], fmt: str, out: str | Path, folder: bool = False
+) -> list[Path]:
+    """Export individuals of a run to the file `out`, or with `folder` (and always for several)
+    into the directory `out`, one file `uid<N><suffix>` each."""
     from evonas.analysis import Run
 
     run = Run(run_dir)
@@ -129,7 +132,7 @@ def export_run(run_dir: str | Path, uids: list[int], fmt: str, out: str | Path) 
     for uid in uids:
         model = run.model(uid)
         genome = run.genome(uid)
-        target = out if len(uids) == 1 else out / f"uid{uid}{SUFFIX[fmt]}"
+        target = out / f"uid{uid}{SUFFIX[fmt]}" if folder or len(uids) > 1 else out
         input_shape = tuple(run.meta["input_shape"])
         paths.append(write_model(model, genome, input_shape, _classes(model), fmt, target))
     return paths

@@ -91,10 +91,10 @@ def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
     from evonas.plugins import load_callable
     from evonas.tasks import TaskError, table_columns, table_metrics, table_options
 
-    if config.training.evaluator != "builtin":
+    if config.evaluation == "evaluator":
         load_callable(config.training.evaluator, what="training.evaluator")
         return
-    if config.task.name == "table":
+    if config.evaluation == "table":
         options = config.task.options
         columns = table_columns(options)
         opts = table_options(options)
@@ -205,7 +205,7 @@ def _reporters(
 ) -> Reporters:
     search, training = config.search, config.training
     note = ""
-    if training.evaluator == "builtin" and config.task.name != "table":
+    if config.evaluation == "trainer":
         note = f"{training.epochs} epochs from scratch"
         if training.inherit_weights and space.inherits_weights:
             note += f", {training.finetune_epochs} inherited"
@@ -250,16 +250,26 @@ def training_plan(evolution: Evolution) -> str:
     """How the run's models are evaluated, in one line (what --epochs and finetune_epochs do)."""
     config = evolution.config
     training = config.training
-    if config.task.name == "table":
+    if config.evaluation == "evaluator":
+        return f"models evaluated by {training.evaluator}"
+    if config.evaluation == "table":
         column = config.task.options.get("fitness", "c10valid_val_12ep")
         return f"fitness looked up in a table ({column})"
-    if training.evaluator != "builtin":
-        return f"models evaluated by {training.evaluator}"
     plan = f"models trained from scratch train {training.epochs} epochs (training.epochs)"
     if evolution.weights.inherits:
         plan += (f"; children that inherit their parents' weights train "
                  f"{training.finetune_epochs} (training.finetune_epochs)")  # fmt: skip
     return plan
+
+
+def fresh_run_dir(runs_dir: str | Path, base: str) -> Path:
+    """A new run directory named after `base` and the time (`digits-20261126-153000`)."""
+    stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = Path(runs_dir) / stem, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(runs_dir) / f"{stem}-{n}"
+    return candidate
 
 
 def run_search(config: Config, run_dir: str | Path, log: Echo | None = print) -> SearchResult:
@@ -279,7 +289,8 @@ def search(
 
     `config` is a preset name, a YAML file or a dict of settings (over the defaults). Overrides
     are dotted keys written with `__` (`search__population=8`) or the short names `generations`,
-    `population`, `epochs`, `seed`, `n_jobs`.
+    `population`, `epochs`, `seed`, `n_jobs`. Without `name`, the run gets a fresh directory
+    named after the preset or file and the time.
     """
     from evonas.analysis import Run
     from evonas.config import preset_names
@@ -293,7 +304,10 @@ def search(
         resolved = resolve(preset=str(config), overrides=dotted)
     else:
         resolved = resolve(config_file=config, overrides=dotted)
-    run_name = name or (str(config) if isinstance(config, str) and "/" not in config else None)
-    run_dir = Path(runs_dir) / (run_name or time.strftime("run-%Y%m%d-%H%M%S"))
+    if name:
+        run_dir = Path(runs_dir) / name
+    else:
+        base = Path(str(config)).stem if isinstance(config, str | Path) else "run"
+        run_dir = fresh_run_dir(runs_dir, base)
     run_search(resolved, run_dir, log)
     return Run(run_dir)

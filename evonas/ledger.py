@@ -66,9 +66,7 @@ class Ledger:
         self.training = {k: v for k, v in training.items() if k != "evaluator"}
         blob = json.dumps(training, sort_keys=True).encode()
         self.training_key = hashlib.sha256(blob).hexdigest()[:16]
-        self.evaluator = (
-            None if config.training.evaluator == "builtin" else config.training.evaluator
-        )
+        self.evaluator = config.training.evaluator if config.evaluation == "evaluator" else None
         self.task = config.task.model_dump()
 
     # --- individuals ----------------------------------------------------------------------------
@@ -130,6 +128,7 @@ class Ledger:
             result = replace(result, status=FAILED, error=f"MetricNameError: {clash}", metrics={})
         self.pending.pop(self.keys[ind.uid], None)
         self._apply(ind, result.status, result.error, result.metrics)
+        ind.traceback = result.traceback
         weights = self.weights.path(ind.uid) if self.weights.keeps else None
         kept = ind.status == OK and weights is not None and weights.exists()
         relative = str(weights.relative_to(self.store.run_dir)) if kept else None
@@ -142,7 +141,7 @@ class Ledger:
             self.checked_metrics = True  # the first success tells what the evaluator returns
             problem = missing_metric(self.objectives, ind.metrics, self.evaluator)
             if problem:
-                raise ConfigError(f"{problem}; the run stopped")
+                raise ConfigError(f"{problem} (the run stopped at its first success)")
         return recorded
 
     def _record_copy(self, ind: Individual, original: Individual) -> None:

@@ -162,19 +162,9 @@ def pareto_front(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> 
 # --- best ----------------------------------------------------------------------------------------
 
 
-def quality_floor(
-    individuals: pd.DataFrame, objectives: Sequence[Objective], chance: float | None
-) -> float | None:
-    """The value of the first objective (the quality a search is about) that a model must reach
-    to count as useful: halfway from chance (or, when chance is unknown, from the worst
-    successful value) to the best found. None when nothing succeeded."""
-    ok = successful(individuals, objectives[:1])
-    return (
-        None if ok.empty else _floor(ok[objectives[0].name].to_numpy(float), objectives[0], chance)
-    )
-
-
-def _floor(values: np.ndarray, quality: Objective, chance: float | None) -> float:
+def quality_floor(values: np.ndarray, quality: Objective, chance: float | None) -> float:
+    """The value of the quality objective (a search's first) that a model must reach to count as
+    useful: halfway from chance (when it is unknown, from the worst of `values`) to the best."""
     best = quality.best_of(values)
     worst = values.min() if quality.goal == "max" else values.max()
     base = chance if chance is not None else worst
@@ -190,7 +180,7 @@ def useful_mask(
     values = np.asarray(values, dtype=float).reshape(len(values), len(objectives))
     front = pareto_mask(values, objectives)
     quality = objectives[0]
-    floor = _floor(values[:, 0], quality, chance)
+    floor = quality_floor(values[:, 0], quality, chance)
     useful = front & (quality.sign * values[:, 0] >= quality.sign * floor)
     return useful if useful.any() else front
 

@@ -347,3 +347,27 @@ def plot_compare(data: pd.DataFrame, x: str = "evaluation") -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# --- every figure of a run: what it shows (from a `Run`) and how it is drawn --------------------
+
+
+def _lineage_of(run, uid: int | None) -> tuple:
+    return lineage_layout(run.lineage(int(run.best()["uid"]) if uid is None else uid))
+
+
+FIGURES = {
+    "progress": (lambda run, uid: (progress_data(run.generations, run.objectives), run.objectives),
+                 plot_progress),
+    "pareto": (lambda run, uid: (pareto_data(run.individuals, run.objectives), run.objectives),
+               plot_pareto),
+    "fronts": (lambda run, uid: (fronts_data(run.individuals, run.objectives), run.objectives),
+               plot_fronts),
+    "tradeoff": (lambda run, uid: (tradeoff_data(run.individuals, run.objectives),
+                                   run.objectives), plot_tradeoff),
+    "lineage": (_lineage_of, plot_lineage),
+    "operators": (lambda run, uid: (run.operator_stats(),), plot_operator_stats),
+    "diversity": (lambda run, uid: (diversity_data(run.individuals, run.generations),),
+                  plot_diversity),
+    "failures": (lambda run, uid: (failure_data(run.individuals),), plot_failures),
+}  # fmt: skip

@@ -92,6 +92,7 @@ class Individual:
     init_weights: str | None = None  # a seed's own weights, loaded before training
     inherit: dict[str, Any] | None = None  # the inheritance plan (evonas.weights.plan)
     teacher: dict[str, Any] | None = None  # the model it is distilled from
+    traceback: str | None = None  # where its evaluation failed (for log.txt, not the journal)
 
     @property
     def resolved(self) -> bool:

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 
-from evonas.analysis import FIGURES, Run, RunLookupError, run_status
+from evonas.analysis import Run, RunLookupError, run_status
+from evonas.plots import FIGURES
 from evonas.reporters import number
 
 # Marks each figure once the browser has decoded it, and flags any that failed to render.

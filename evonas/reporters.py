@@ -70,50 +70,37 @@ class Reporter:
 
 
 class Reporters(Reporter):
-    """Several reporters as one, called in order (each hook only on the reporters that have it:
-    a fast search calls them thousands of times a second)."""
+    """Several reporters as one, called in order."""
 
     def __init__(self, reporters: Sequence[Reporter] = ()) -> None:
-        self.reporters: list[Reporter] = []
-        self.hooks: dict[str, list] = {}
-        for reporter in reporters:
-            self.add(reporter)
+        self.reporters = list(reporters)
 
     def add(self, reporter: Reporter) -> None:
         self.reporters.append(reporter)
-        self.hooks.clear()
-
-    def _having(self, hook: str) -> list:
-        if hook not in self.hooks:
-            self.hooks[hook] = [
-                getattr(r, hook) for r in self.reporters
-                if getattr(type(r), hook) is not getattr(Reporter, hook)
-            ]  # fmt: skip
-        return self.hooks[hook]
 
     def started(self, replayed: int) -> None:
-        for hook in self._having("started"):
-            hook(replayed)
+        for reporter in self.reporters:
+            reporter.started(replayed)
 
     def generation_started(self, generation: int, size: int) -> None:
-        for hook in self._having("generation_started"):
-            hook(generation, size)
+        for reporter in self.reporters:
+            reporter.generation_started(generation, size)
 
     def evaluated(self, individual: Individual, source: str) -> None:
-        for hook in self._having("evaluated"):
-            hook(individual, source)
+        for reporter in self.reporters:
+            reporter.evaluated(individual, source)
 
     def generation_finished(self, summary: GenerationSummary) -> None:
-        for hook in self._having("generation_finished"):
-            hook(summary)
+        for reporter in self.reporters:
+            reporter.generation_finished(summary)
 
     def info(self, line: str) -> None:
-        for hook in self._having("info"):
-            hook(line)
+        for reporter in self.reporters:
+            reporter.info(line)
 
     def ended(self, outcome: Outcome) -> None:
-        for hook in self._having("ended"):
-            hook(outcome)
+        for reporter in self.reporters:
+            reporter.ended(outcome)
 
 
 def number(value: float) -> str:
@@ -214,6 +201,8 @@ class LogReporter(Reporter):
     def evaluated(self, individual: Individual, source: str) -> None:
         if individual.status != OK and source == "worker":
             self.write(f"  uid {individual.uid} {individual.status}: {individual.error}")
+            if individual.traceback and self.file is not None:  # for whoever debugs it
+                self.file.write(individual.traceback.rstrip() + "\n")
 
     def generation_finished(self, summary: GenerationSummary) -> None:
         due = time.monotonic() - self.generation_at >= LOG_SECONDS

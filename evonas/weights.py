@@ -133,11 +133,7 @@ class WeightPolicy:
     ) -> None:
         """`seed_teacher`: the genome and weights of the first seed that has weights."""
         training = config.training
-        self.keeps = (
-            training.save_weights
-            and training.evaluator == "builtin"
-            and config.task.name != "table"
-        )
+        self.keeps = training.save_weights and config.evaluation == "trainer"
         self.inherits = self.keeps and training.inherit_weights and space.inherits_weights
         self.distill_from = training.distill_from if self.keeps else ""
         self.importance = training.prune_importance

@@ -6,7 +6,8 @@ import torch
 from matplotlib.figure import Figure
 
 import evonas
-from evonas.analysis import FIGURES, RunLookupError, compare, load_run
+from evonas.analysis import RunLookupError, compare, load_run
+from evonas.plots import FIGURES
 from evonas.store import RunDirError
 from tests.conftest import FAULTS
 from tests.test_cli_processes import journal_rows, start_cli, wait_until

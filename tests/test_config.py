@@ -118,6 +118,11 @@ def test_free_form_sections_accept_new_keys():
             "search.operators: this search breeds by mutation",
         ),
         (["nokey"], "expected key=value"),
+        (
+            ["search.objectives[0].goal=min"],
+            "--set search.objectives[0].goal: a list is set as a whole",
+        ),
+        (["training.timeout=soon"], "training.timeout: expected a number, got 'soon'"),
     ],
 )
 def test_bad_values_name_the_key(sets, message):
@@ -144,3 +149,10 @@ def test_bad_files(tmp_path):
         resolve(config_file=tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         resolve(preset="nope")
+
+
+def test_numbers_written_as_text_count(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("search:\n  max_time: 1e3\ntraining:\n  timeout: '90'\n")  # YAML 1.1: strings
+    config = resolve(config_file=path)
+    assert config.search.max_time == 1000.0 and config.training.timeout == 90.0

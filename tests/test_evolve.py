@@ -106,6 +106,8 @@ def test_failures_are_data_and_the_run_goes_on(tmp_path, evaluators):
     assert failed["val_accuracy"].isna().all()
     assert not set(failed["uid"]) & set(result.pareto["uid"])
     assert (result.generations["failed"] >= 0).all()
+    log = (tmp_path / "run" / "log.txt").read_text()  # where it failed, for whoever debugs it
+    assert "Traceback (most recent call last)" in log and "fake_eval.py" in log
 
 
 def test_identical_work_is_evaluated_once(tmp_path, evaluators):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import evonas
-from evonas.export import genome_json, load_model
+from evonas.export import export_run, genome_json, load_model
 from evonas.genome import load_genome, save_genome
 from evonas.weights import UnsafeFileError, load_state_dict
 from tests.conftest import ROOT, cli
@@ -43,6 +43,9 @@ def test_export_best_and_pareto(trained, tmp_path):
                     cwd=tmp_path)  # fmt: skip
     assert front.returncode == 0, front.stderr
     assert len(list((tmp_path / "front").glob("uid*.pt"))) == len(trained.pareto())
+    uid = int(trained.best()["uid"])
+    (one,) = export_run(trained.path, [uid], "state_dict", tmp_path / "one", folder=True)
+    assert one == tmp_path / "one" / f"uid{uid}.pt"  # a front of one model is still a folder
     bad = cli("export", str(trained.path), "--individual", "999", cwd=tmp_path)
     assert bad.returncode == 2 and "no individual with uid 999" in bad.stderr
     assert "Traceback" not in bad.stderr

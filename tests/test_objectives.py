@@ -55,12 +55,13 @@ def test_best_on_a_further_objective_is_a_useful_model_not_one_at_chance():
             (5, "failed", None, None),
         ]
     )
-    assert quality_floor(frame, OBJECTIVES, chance=0.1) == pytest.approx(0.525)
+    accuracy = frame["val_accuracy"].dropna().to_numpy()
+    assert quality_floor(accuracy, ACCURACY, chance=0.1) == pytest.approx(0.525)
     assert best_row(frame, "val_accuracy", OBJECTIVES, chance=0.1)["uid"] == 1
     smallest = best_row(frame, "params", OBJECTIVES, chance=0.1)
     assert smallest["uid"] == 2  # ties (uid 3) broken by the other objectives, then uid
     # unknown chance: halfway from the worst successful value
-    assert quality_floor(frame, OBJECTIVES, chance=None) == pytest.approx(0.605)
+    assert quality_floor(accuracy, ACCURACY, chance=None) == pytest.approx(0.605)
     # a metric that is no objective is simply the best (goal from its name)
     assert best_row(frame, "params", [ACCURACY], chance=0.1)["uid"] == 0
     with pytest.raises(KeyError, match="latency_ms"):
@@ -91,5 +92,5 @@ def test_the_floor_of_a_minimised_quality_starts_from_the_largest_value():
     loss = [Objective("val_loss", "min"), Objective("params", "min")]
     frame = pd.DataFrame({"uid": [0, 1, 2], "status": "ok", "generation": 0,
                           "val_loss": [2.0, 0.2, 1.0], "params": [10, 900, 50]})  # fmt: skip
-    assert quality_floor(frame, loss, chance=None) == pytest.approx(1.1)
+    assert quality_floor(frame["val_loss"].to_numpy(), loss[0], chance=None) == pytest.approx(1.1)
     assert best_row(frame, "params", loss)["uid"] == 2  # loss 1.0 <= 1.1; 2.0 is not useful

@@ -31,35 +31,13 @@ def config_file(tmp_path):
 
 def test_search_end_to_end_and_identical_with_one_or_two_workers(tmp_path, config_file):
     runs = tmp_path / "runs"
-    one = run_cli(
-        "search",
-        "--config",
-        str(config_file),
-        "--name",
-        "one",
-        "--runs-dir",
-        str(runs),
-        "--n-jobs",
-        "1",
-        cwd=tmp_path,
-    )
-    assert one.returncode == 0, one.stderr
-    assert "generation 2/2" in one.stdout and "Pareto front:" in one.stdout
+    for name, n_jobs in (("one", "1"), ("two", "2")):
+        done = run_cli("search", "--config", str(config_file), "--name", name, "--runs-dir",
+                       str(runs), "--n-jobs", n_jobs, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "generation 2/2" in done.stdout and "Pareto front:" in done.stdout
     for path in ("config.yaml", "history.sqlite", "plots/progress.png", "plots/pareto.png"):
         assert (runs / "one" / path).exists()
-    two = run_cli(
-        "search",
-        "--config",
-        str(config_file),
-        "--name",
-        "two",
-        "--runs-dir",
-        str(runs),
-        "--n-jobs",
-        "2",
-        cwd=tmp_path,
-    )
-    assert two.returncode == 0, two.stderr
     a, b = individuals(runs / "one"), individuals(runs / "two")
     assert len(a) == 12
     pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))

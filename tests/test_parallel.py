@@ -192,8 +192,9 @@ def test_jobs_killed_beside_a_hung_one_start_again_together(monkeypatch):
     monkeypatch.setattr(parallel, "HARD_TIMEOUT_GRACE", 0.0)
     pool = FakePool()
     dispatcher = parallel.Dispatcher(pool, n_jobs=3, crash_retries=1)
-    for uid, kind in ((0, "hang"), (1, "late"), (2, "late")):
-        dispatcher.submit(fake_job(uid, kind, timeout=0.001))
+    dispatcher.submit(fake_job(0, "hang", timeout=0.001))
+    for uid in (1, 2):  # no timeout of their own: they are only ever killed beside the hung one
+        dispatcher.submit(fake_job(uid, "late"))
     results = drain(dispatcher)
     assert results[0].status == "timeout"
     assert results[1].status == results[2].status == "ok"

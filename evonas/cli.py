@@ -424,10 +424,9 @@ def summary_lines(result, evolution) -> list[str]:
 
 def table_text(frame) -> str:
     """A table for the terminal: integers without decimals, other numbers to 4 digits."""
-    from evonas.reporters import number
+    from evonas.reporters import number_formats
 
-    return frame.to_string(index=False, formatters={
-        c: number for c in frame.columns if frame[c].dtype.kind == "f"})  # fmt: skip
+    return frame.to_string(index=False, formatters=number_formats(frame))
 
 
 def _warn(text: str) -> None:

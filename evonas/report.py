@@ -17,7 +17,7 @@ import yaml
 
 from evonas.analysis import Run, RunLookupError, run_status
 from evonas.plots import FIGURES
-from evonas.reporters import number
+from evonas.reporters import number, number_formats
 
 # Marks each figure once the browser has decoded it, and flags any that failed to render.
 _CHECK = """<script>
@@ -54,8 +54,8 @@ def _figure_html(run: Run, kind: str) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    numeric = {c: number for c in frame.columns if frame[c].dtype.kind == "f"}
-    body = frame.to_html(index=False, border=0, escape=True, formatters=numeric, na_rep="")
+    formats = number_formats(frame)
+    body = frame.to_html(index=False, border=0, escape=True, formatters=formats, na_rep="")
     return f'<div class="wide">{body}</div>'
 
 
@@ -88,7 +88,7 @@ def summary_text(run: Run) -> str:
             ["test_accuracy"] if "test_accuracy" in front and "test_accuracy" not in names else []
         )
         table = front[["uid", "generation", *names, *extra]]
-        numeric = {c: number for c in table.columns if table[c].dtype.kind == "f"}
+        numeric = number_formats(table)
         lines += ["", f"Pareto front ({len(front)} of {len(people)}):",
                   table.to_string(index=False, formatters=numeric)]  # fmt: skip
     return "\n".join(lines)

@@ -110,6 +110,11 @@ def number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def number_formats(frame) -> dict:
+    """`number` for each float column of a DataFrame (for to_string / to_html)."""
+    return {c: number for c in frame.columns if frame[c].dtype.kind == "f"}
+
+
 class ProgressReporter(Reporter):
     """A one-line progress bar: generation, evaluations, failures, best so far, ETA."""
 

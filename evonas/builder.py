@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from evonas.genome import Genome, parse_genome
+from evonas.graph_module import build_graph
 from evonas.train import device_of
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
@@ -108,6 +109,8 @@ def build(
         genome = parse_genome(genome)
     if genome.genes and genome.genes[0].op == "edge":
         return build_nb201(genome, input_shape, num_classes)
+    if genome.is_graph:
+        return build_graph(genome, tuple(input_shape), num_classes)
     shape = tuple(input_shape)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for gene in genome.genes:
@@ -140,7 +143,12 @@ def _output_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def describe(genome: Genome, space, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
     """`evonas genome`: each layer with its output shape, then lr, parameters and FLOPs, and
-    what keeps the genome outside the configured space (ValueError if it cannot be built)."""
+    what keeps the genome outside the configured space (`space` None: no space to check against;
+    ValueError if it cannot be built)."""
+    if genome.is_graph:
+        lines = describe_graph(genome, input_shape, num_classes)
+        problems = space.problems(genome) if space is not None and space.kind == "graph" else []
+        return lines + [f"  note: outside the configured space: {p}" for p in problems]
     lines = []
     if space.has_shapes:
         for gene, shape in zip(genome.genes, space.shapes(genome)):
@@ -153,7 +161,36 @@ def describe(genome: Genome, space, input_shape: tuple[int, ...], num_classes: i
     lines.append(
         f"  lr {genome.training['lr']:g}; {count_params(model):,} parameters; {flops:,} FLOPs"
     )
-    lines += [f"  note: outside the configured space: {p}" for p in space.problems(genome)]
+    problems = space.problems(genome) if space is not None else []
+    lines += [f"  note: outside the configured space: {p}" for p in problems]
+    return lines
+
+
+def describe_graph(genome: Genome, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
+    """One line per gene: id, op, inputs where they are not the gene before (`x` is the
+    input), output shape, parameters and FLOPs; then the totals."""
+    from evonas.graph import graph_shapes
+
+    model = build(genome, input_shape, num_classes)
+    shapes = graph_shapes(genome.genes, input_shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    flops = {name.rsplit(".", 1)[-1]: sum(c.values())
+             for name, c in counter.get_flop_counts().items()}  # fmt: skip
+    modules = dict(model.named_children())
+    lines, previous = [], 0
+    for gene, shape in zip(genome.genes, shapes):
+        name = f"g{gene.id}"
+        reads = "" if gene.inputs == (previous,) else "<- " + ", ".join(
+            "x" if i == 0 else f"g{i}" for i in gene.inputs)  # fmt: skip
+        params = count_params(modules[name]) if name in modules else 0
+        lines.append(f"  {name:<6} {gene.summary():<30} {reads:<16} -> {str(shape):<16} "
+                     f"{params:>11,} params {flops.get(name, 0):>14,} FLOPs")  # fmt: skip
+        previous = gene.id
+    total = int(counter.get_total_flops())
+    lines.append(f"  {len(genome.genes)} genes; lr {genome.training['lr']:g}; "
+                 f"{count_params(model):,} parameters; {total:,} FLOPs")  # fmt: skip
     return lines
 
 

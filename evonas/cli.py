@@ -452,19 +452,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_genome(args: argparse.Namespace) -> int:
     from evonas.builder import describe
-    from evonas.genome import load_genome
+    from evonas.genome import genome_header, load_genome
     from evonas.spaces import make_space
 
-    space, info = make_space(_settings(args))
-    if info is None:
-        raise ConfigError("evonas genome: a table task has no input shape; set task.name")
+    configured = bool(args.config or args.preset or args.set)
+    space, info = make_space(_settings(args)) if configured else (None, None)
     for path in args.files:
         genome = load_genome(path)
+        made_for = genome_header(path)
+        if configured or "input_shape" not in made_for:
+            if info is None:
+                space, info = make_space(_settings(args))
+            if info is None:
+                raise ConfigError("evonas genome: a table task has no input shape; set task.name")
+            shape, classes, task = info.input_shape, info.num_classes, info.name
+        else:  # an imported genome says what it was made for
+            shape, classes = tuple(made_for["input_shape"]), int(made_for["num_classes"])
+            task = f"as imported from {made_for.get('source') or path}"
         try:
-            lines = describe(genome, space, info.input_shape, info.num_classes)
+            lines = describe(genome, space, shape, classes)
         except ValueError as exc:
-            raise GenomeError(f"{path}: infeasible for input {info.input_shape}: {exc}") from None
-        print(f"{path}: input {info.input_shape}, {info.num_classes} classes ({info.name})")
+            raise GenomeError(f"{path}: infeasible for input {shape}: {exc}") from None
+        print(f"{path}: input {shape}, {classes} classes ({task})")
         print("\n".join(lines))
     return 0
 

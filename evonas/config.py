@@ -42,7 +42,7 @@ LayerOp = Literal["conv", "residual", "pool", "dense", "dropout"]
 Activation = Literal["relu", "gelu", "silu", "tanh", "elu"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 StrategyName = Literal["auto", "nsga2", "tournament", "regularized", "local", "random"]
-SpaceKind = Literal["sequential", "nb201"]
+SpaceKind = Literal["sequential", "nb201", "graph"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 LAYER_OPS: tuple[str, ...] = get_args(LayerOp)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
@@ -57,6 +57,7 @@ OPERATOR_NAMES: dict[str, tuple[str, ...]] = {
     "sequential": ("add_layer", "remove_layer", "change_op", "change_width", "change_kernel",
                    "change_activation", "change_lr", "crossover", "prune", "cut"),
     "nb201": ("mutate_edge", "crossover_edges"),
+    "graph": ("change_lr",),
 }  # fmt: skip
 CROSSOVERS = ("crossover", "crossover_edges")  # the operators that take two parents
 # Settings that may change when a run is resumed; anything else would break the replay. The
@@ -118,7 +119,10 @@ class Task(Section):
 
 
 class Space(Section):
-    kind: SpaceKind = Field("sequential", description="sequential (macro space) | nb201 (cell)")
+    kind: SpaceKind = Field(
+        "sequential",
+        description="sequential (macro space) | nb201 (cell) | graph (around seed graphs)",
+    )
     min_layers: Count = 1
     max_layers: Positive = 6
     ops: Annotated[list[LayerOp], AfterValidator(_not_empty)] = list(LAYER_OPS)

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from evonas.graph import (
+    GRAPH_ONLY_OPS,
+    GRAPH_OPS,
+    INPUT,
+    OUTPUT_FUNCTIONS,
+    GraphError,
+    canonical,
+    gene_summary,
+    link,
+    parse_graph_params,
+)
 
 # op -> {param: type(s)}; the search space decides which values are allowed.
 OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -36,6 +49,8 @@ OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
 ZERO_ALLOWED = frozenset({"source"})  # integer parameters that may be 0
 OPTIONAL = {"conv": {"dilation": 1}}  # parameters a genome file may leave out: their defaults
 SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
+# What a genome file may say about where it came from (written by `evonas import`).
+HEADER_KEYS = ("source", "input_shape", "num_classes", "output_function")
 TRAINING_PARAMS: dict[str, type | tuple[type, ...]] = {"lr": (float, int)}
 
 
@@ -52,12 +67,16 @@ class Gene:
     id: int
     op: str
     params: dict[str, Any]
+    inputs: tuple[int, ...] | None = None  # graph genes: the ids they read (0: the input)
 
     def with_params(self, **changes: Any) -> Gene:
         return replace(self, params={**self.params, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "op": self.op, **self.params}
+        data = {"id": self.id, "op": self.op, **self.params}
+        if self.inputs is not None:
+            data["inputs"] = list(self.inputs)
+        return data
 
     @cached_property
     def json(self) -> str:
@@ -71,6 +90,8 @@ class Gene:
 
     def summary(self) -> str:
         p = self.params
+        if self.inputs is not None:
+            return gene_summary(self)
         if self.op in ("conv", "residual"):
             parts = [self.op, str(p["width"]), f"k{p['kernel']}"]
             parts += [f"s{p['stride']}"] if p.get("stride", 1) != 1 else []
@@ -97,15 +118,29 @@ class Genome:
         """Plain data; treat it as read-only (it is made once per genome)."""
         return self._dict
 
+    @property
+    def is_graph(self) -> bool:
+        """Genes wired by `inputs` (a chain's genes follow each other into a fixed head)."""
+        return bool(self.genes) and self.genes[0].inputs is not None
+
     @cached_property
     def _dict(self) -> dict[str, Any]:
-        return {"layers": [g.to_dict() for g in self.genes], "training": dict(self.training)}
+        layers = [g.to_dict() for g in self.genes]
+        if self.is_graph:  # a gene that reads the one before says nothing about its inputs
+            previous = INPUT
+            for layer, gene in zip(layers, self.genes):
+                if gene.inputs == (previous,):
+                    del layer["inputs"]
+                previous = gene.id
+        return {"layers": layers, "training": dict(self.training)}
 
     def to_json(self) -> str:
         return self._json
 
     @cached_property
     def _json(self) -> str:
+        if self.is_graph:
+            return _CANONICAL.encode(self._dict)
         # json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")), from the genes' parts
         training = _CANONICAL.encode(self.training)
         return f'{{"layers":[{",".join(g.json for g in self.genes)}],"training":{training}}}'
@@ -120,6 +155,8 @@ class Genome:
         # the sha256 of {"layers": [[op, sorted(params)], ...], "training": sorted(training)} in
         # canonical JSON, assembled from the genes' cached parts
         layers = ",".join(g.canonical for g in self.genes)
+        if self.is_graph:
+            layers = "graph:" + canonical(self.genes)
         training = _CANONICAL.encode(sorted(self.training.items()))
         blob = f'{{"layers":[{layers}],"training":{training}}}'
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -130,6 +167,10 @@ class Genome:
     def summary(self) -> str:
         """One readable line: `conv 16 k3 -> pool max -> dense 64 (lr 0.003)`."""
         layers = " -> ".join(gene.summary() for gene in self.genes) or "(head only)"
+        if self.is_graph and len(self.genes) > 8:  # too long for one line: count the ops
+            counts = Counter(g.op for g in self.genes)
+            ops = ", ".join(f"{n} {op}" for op, n in counts.most_common())
+            layers = f"graph of {len(self.genes)} genes ({ops})"
         return f"{layers} (lr {self.training.get('lr', 0):.3g})"
 
     @staticmethod
@@ -141,17 +182,29 @@ def parse_genome(data: Any, where: str = "genome") -> Genome:
     """Validate a plain dict (from JSON/YAML) and return a Genome; errors name the field."""
     if not isinstance(data, dict):
         raise GenomeError(f"{where}: expected a mapping with 'layers' and 'training'")
-    unknown = set(data) - {"layers", "training", "source", "input_shape", "num_classes"}
+    unknown = set(data) - {"layers", "training", *HEADER_KEYS}
     if unknown:
         raise GenomeError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    output = data.get("output_function")
+    if output is not None and output not in OUTPUT_FUNCTIONS:
+        raise GenomeError(f"{where}.output_function: expected one of {list(OUTPUT_FUNCTIONS)}")
     layers = data.get("layers")
     if not isinstance(layers, list):
         raise GenomeError(f"{where}.layers: expected a list of layers")
-    genes = tuple(_parse_gene(item, f"{where}.layers[{i}]") for i, item in enumerate(layers))
+    graph = any(
+        isinstance(item, dict) and ("inputs" in item or item.get("op") in GRAPH_ONLY_OPS)
+        for item in layers
+    )
+    genes = tuple(_parse_gene(item, f"{where}.layers[{i}]", graph) for i, item in enumerate(layers))
     ids = [g.id for g in genes]
-    duplicate = next((i for i in ids if ids.count(i) > 1), None)
-    if duplicate is not None:
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
         raise GenomeError(f"{where}.layers: gene id {duplicate} appears twice")
+    if graph:
+        try:
+            genes = link(genes, where)
+        except GraphError as exc:
+            raise GenomeError(str(exc)) from None
     training = data.get("training", {"lr": 1e-3})
     if not isinstance(training, dict):
         raise GenomeError(f"{where}.training: expected a mapping such as {{lr: 0.001}}")
@@ -167,14 +220,28 @@ def parse_genome(data: Any, where: str = "genome") -> Genome:
     return Genome(genes=genes, training=training)
 
 
-def _parse_gene(item: Any, where: str) -> Gene:
+def _parse_gene(item: Any, where: str, graph: bool) -> Gene:
     if not isinstance(item, dict):
         raise GenomeError(f"{where}: expected a mapping with 'id' and 'op'")
     gene_id, op = item.get("id"), item.get("op")
     if isinstance(gene_id, bool) or not isinstance(gene_id, int) or gene_id < 0:
         raise GenomeError(f"{where}.id: expected a non-negative integer, got {gene_id!r}")
+    if graph:
+        if op not in GRAPH_OPS:
+            raise GenomeError(
+                f"{where}.op: expected a graph op, one of {sorted(GRAPH_OPS)}, got {op!r} "
+                "(a genome is either a chain of layers or a graph of primitive ops)"
+            )
+        try:
+            params, inputs = parse_graph_params(item, op, where)
+        except GraphError as exc:
+            raise GenomeError(str(exc)) from None
+        return Gene(id=gene_id, op=op, params=params, inputs=inputs)
     if op not in OP_PARAMS:
-        raise GenomeError(f"{where}.op: expected one of {sorted(OP_PARAMS)}, got {op!r}")
+        raise GenomeError(
+            f"{where}.op: expected one of {sorted(OP_PARAMS)} (chain layers) or "
+            f"{sorted(GRAPH_OPS)} (graph ops), got {op!r}"
+        )
     spec = OP_PARAMS[op]
     params = {**OPTIONAL.get(op, {}), **{k: v for k, v in item.items() if k not in ("id", "op")}}
     for key in params:
@@ -202,7 +269,25 @@ def _parse_gene(item: Any, where: str) -> Gene:
 
 def load_genome(path: str | Path) -> Genome:
     """Read a genome from a .yaml/.yml/.json file (safe loaders only)."""
-    path = Path(path)
+    return parse_genome(_read(Path(path)), where=str(path))
+
+
+def genome_header(path: str | Path) -> dict[str, Any]:
+    """What a genome file says it was made for (`HEADER_KEYS`: input shape, classes, ...);
+    call after `load_genome` has checked the file."""
+    data = _read(Path(path))
+    header = {key: data[key] for key in HEADER_KEYS if key in data}
+    shape = header.get("input_shape")
+    valid = isinstance(shape, list) and shape and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)  # fmt: skip
+    classes = header.get("num_classes")
+    if not valid or isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        header.pop("input_shape", None)
+        header.pop("num_classes", None)
+    return header
+
+
+def _read(path: Path) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -213,7 +298,7 @@ def load_genome(path: str | Path) -> Genome:
         first_line = str(exc).splitlines()[0]
         kind = "JSON" if path.suffix == ".json" else "YAML"
         raise GenomeError(f"{path}: not valid {kind} ({first_line})") from None
-    return parse_genome(data, where=str(path))
+    return data
 
 
 def save_genome(genome: Genome, path: str | Path) -> None:

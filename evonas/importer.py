@@ -9,6 +9,7 @@ Anything else is an error that lists each unsupported module with its path in th
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,51 +292,128 @@ def import_model(
     source: str = "",
     atol: float = 1e-5,
 ) -> tuple[Genome, nn.Module, dict[str, Any]]:
-    """Genome, rebuilt model with the original's weights, and the file's header fields."""
+    """Genome, rebuilt model with the original's weights, and the file's header fields.
+
+    A model that is a chain of evonas's layers becomes a chain genome (every operator of the
+    sequential space applies to it); any other becomes a graph genome. Either way the rebuilt
+    model computes the original's outputs (max abs difference <= `atol`, eval mode, random
+    inputs), or UnsupportedModelError says what cannot be represented."""
     model = model.eval()
+    shape = tuple(input_shape) if input_shape else infer_input_shape(model)
+    _materialise_lazy(model, shape)
+    if shape is None:
+        raise UnsupportedModelError("cannot infer the input shape of a convolutional model; "
+                           "pass --input-shape, e.g. 1,40 or 3,32,32")  # fmt: skip
+    try:
+        return _import_chain(model, shape, source, atol)
+    except Exception:  # noqa: BLE001 - the chain reading is a shortcut; the graph says why not
+        return import_graph(model, shape, source, atol)
+
+
+def _materialise_lazy(model: nn.Module, shape: tuple[int, ...] | None) -> None:
+    """Lazy layers get their sizes from one forward pass of zeros of the input shape."""
     lazy = [
         f"{path} ({type(m).__name__})" if path else type(m).__name__
         for path, m in model.named_modules()
         if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
     ]
-    if lazy:
-        raise UnsupportedModelError(
-            f"{', '.join(lazy)}: lazy layers have no shape until data goes through them; run one "
-            "batch through the model before importing it (or give the layers their sizes)"
-        )
-    shape = tuple(input_shape) if input_shape else infer_input_shape(model)
+    if not lazy:
+        return
     if shape is None:
-        raise UnsupportedModelError("cannot infer the input shape of a convolutional model; "
-                           "pass --input-shape, e.g. 1,40 or 3,32,32")  # fmt: skip
+        raise UnsupportedModelError(
+            f"{', '.join(lazy)}: lazy layers have no shape until data goes through them; pass "
+            "--input-shape (e.g. 1,40 or 3,32,32) so that evonas runs one batch through first"
+        )
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *shape))
+    except Exception as exc:  # user code on the given shape
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"running one batch of shape {shape} to size its lazy layers failed: {first}"
+        ) from None
+
+
+def _import_chain(
+    model: nn.Module, shape: tuple[int, ...], source: str, atol: float
+) -> tuple[Genome, nn.Module, dict[str, Any]]:
     genome, sources = to_genome(model, shape)
     classes = sources[-1][0].out_features
     rebuilt = build(genome, shape, classes).eval()
-    head, features = sources[-1][0], rebuilt[1].linear.in_features
-    if head.in_features != features:
-        raise UnsupportedModelError(
-            f"the last Linear reads {head.in_features} features, but evonas's head averages the "
-            f"feature map over its positions first ({features} channels): a classifier on the "
-            "whole flattened map cannot be represented; put a global average pooling "
-            "(nn.AdaptiveAvgPool) before it"
-        )
+    if sources[-1][0].in_features != rebuilt[1].linear.in_features:
+        raise UnsupportedModelError("a classifier on the flattened map")
     try:
         copy_weights(rebuilt, genome, sources)
     except RuntimeError as exc:  # a size evonas read differently from the model
-        first = str(exc).strip().splitlines()
+        raise UnsupportedModelError(str(exc).strip().splitlines()[-1]) from None
+    if _difference(model, rebuilt, shape, None) > atol:
+        raise UnsupportedModelError("the chain does not compute the same outputs")
+    return genome, rebuilt, {"source": source, "input_shape": list(shape), "num_classes": classes}
+
+
+def import_graph(
+    model: nn.Module, shape: tuple[int, ...], source: str = "", atol: float = 1e-5
+) -> tuple[Genome, nn.Module, dict[str, Any]]:
+    """The model as a graph genome (`evonas.graph_import` traces it)."""
+    from evonas.genome import GenomeError, parse_genome
+    from evonas.graph_import import TraceError, copy_gene_weights, map_graph, to_graph_genome, trace
+
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    try:
+        traced = trace(model, example)
+    except TraceError as exc:
+        raise UnsupportedModelError(str(exc)) from None
+    result = map_graph(traced)
+    if result.unsupported:
+        raise UnsupportedModelError("cannot represent " + "; ".join(result.unsupported))
+    data, modules = to_graph_genome(result)
+    try:
+        genome = parse_genome(data, where="the imported graph")
+        out = _graph_output(genome, shape)
+        rebuilt = build(genome, shape, out).eval()
+        copy_gene_weights(rebuilt, modules)
+    except (GenomeError, ValueError, RuntimeError) as exc:  # a bug of the mapping, said plainly
+        first = str(exc).strip().splitlines()[0]
+        raise UnsupportedModelError(f"the traced graph does not rebuild ({first})") from None
+    difference = _difference(model, rebuilt, shape, result.output_function)
+    if difference > atol:
         raise UnsupportedModelError(
-            f"the weights do not fit the rebuilt model ({first[-1]})"
-        ) from None
+            f"the rebuilt model's outputs differ from the original's by up to {difference:.3g} "
+            f"(allowed {atol:g}); an operation was read differently than it runs"
+        )
+    header = {"source": source, "input_shape": list(shape), "num_classes": out}
+    if result.output_function:
+        header["output_function"] = result.output_function
+    return genome, rebuilt, header
+
+
+def _graph_output(genome: Genome, shape: tuple[int, ...]) -> int:
+    from evonas.graph import graph_shapes
+
+    last = graph_shapes(genome.genes, shape)[-1]
+    if len(last) != 1:
+        raise UnsupportedModelError(
+            f"the model's output has shape {last} per sample; a classifier returns "
+            "(batch, classes) logits"
+        )
+    return last[0]
+
+
+def _difference(
+    model: nn.Module, rebuilt: nn.Module, shape: tuple[int, ...], output_function: str | None
+) -> float:
+    """Max abs difference of the two models' outputs on random inputs, in eval mode (the
+    rebuilt model's logits go through the original's output function first)."""
     x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = model(x), rebuilt(x)
-    if expected.shape != got.shape or not torch.allclose(expected, got, atol=atol, rtol=1e-4):
-        raise UnsupportedModelError(
-            "the rebuilt model does not compute the same outputs: evonas's head pools the feature "
-            "map globally before the last Linear, so a Linear on a flattened map larger than 1 "
-            "(or an unsupported connection) cannot be represented"
-        )
-    header = {"source": source, "input_shape": list(shape), "num_classes": classes}
-    return genome, rebuilt, header
+    if output_function == "softmax":
+        got = torch.softmax(got, dim=1)
+    elif output_function == "log_softmax":
+        got = torch.log_softmax(got, dim=1)
+    if not isinstance(expected, torch.Tensor) or expected.shape != got.shape:
+        return math.inf
+    return float((expected - got).abs().max())
 
 
 def import_from_source(
@@ -380,8 +458,7 @@ def import_from_source(
 
 def write_import(genome: Genome, rebuilt: nn.Module, header: dict[str, Any], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"source": header["source"], "input_shape": header["input_shape"],
-            "num_classes": header["num_classes"], **genome.to_dict()}  # fmt: skip
+    data = {**header, **genome.to_dict()}
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     weights = out.with_suffix(".pt")
     torch.save(rebuilt.state_dict(), weights)

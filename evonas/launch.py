@@ -68,6 +68,8 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
     check_metrics(config, space, info)
     chosen = seed_files.collect(config.search)
     seed_files.check(chosen, space, info.input_shape if info else None)
+    if space.kind == "graph":
+        _check_graph_search(config, chosen)
     parallel = config.parallel
     package = {"dask": "distributed", "ray": "ray"}.get(parallel.backend)
     if package and importlib.util.find_spec(package) is None:
@@ -80,6 +82,20 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
         make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries, parallel.address,
                   where.resources)  # fmt: skip
     return space, info, chosen
+
+
+def _check_graph_search(config: Config, seeds: list[Seed]) -> None:
+    """A graph space has no random genomes: it needs seeds, and children made from them."""
+    if not seeds:
+        raise ConfigError("space.kind: graph starts from seeds; give search.seed_genomes "
+                          "(e.g. a file written by evonas import) or search.seed_run")  # fmt: skip
+    if config.search.seed_fill != "mutate" and len(seeds) < config.search.population:
+        raise ConfigError(f"search.seed_fill: a graph space fills generation 0 by mutating "
+                          f"its {len(seeds)} seed(s) up to search.population "
+                          f"({config.search.population}); set seed_fill: mutate")  # fmt: skip
+    if config.strategy == "random":
+        raise ConfigError("search.strategy: random samples fresh genomes, and a graph space has "
+                          "none; use regularized, local, tournament or nsga2")  # fmt: skip
 
 
 def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:

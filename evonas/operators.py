@@ -36,21 +36,22 @@ class Operator:
     name: str
     fn: Callable[..., Genome]
     arity: int  # 1 for mutations, 2 for crossovers
-    space: str  # the kind of search space it works on
+    spaces: tuple[str, ...]  # the kinds of search space it works on
 
 
 OPERATORS: dict[str, Operator] = {}
 
 
 def register(
-    name: str, arity: int = 1, space: str = "sequential"
+    name: str, arity: int = 1, spaces: tuple[str, ...] = ("sequential",)
 ) -> Callable[[Callable[..., Genome]], Callable[..., Genome]]:
-    """Bind `name` (one of config.OPERATOR_NAMES[space]) to an operator function."""
-    if name not in OPERATOR_NAMES[space]:
-        raise ValueError(f"operator {name!r} is not listed in config.OPERATOR_NAMES[{space!r}]")
+    """Bind `name` (listed in config.OPERATOR_NAMES for each of `spaces`) to an operator."""
+    for space in spaces:
+        if name not in OPERATOR_NAMES[space]:
+            raise ValueError(f"operator {name!r} is not in config.OPERATOR_NAMES[{space!r}]")
 
     def decorate(fn: Callable[..., Genome]) -> Callable[..., Genome]:
-        OPERATORS[name] = Operator(name, fn, arity, space)
+        OPERATORS[name] = Operator(name, fn, arity, spaces)
         return fn
 
     return decorate
@@ -148,7 +149,7 @@ def change_activation(genome: Genome, space: SequentialSpace, rng: random.Random
     return _change_param(genome, space, rng, {"activation": space.activations})
 
 
-@register("change_lr")
+@register("change_lr", spaces=("sequential", "graph"))
 def change_lr(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
     """Multiply the learning rate by a log-normal factor (sigma 0.7), clipped to the space."""
     lr = genome.training["lr"] * math.exp(rng.gauss(0.0, 0.7))
@@ -178,7 +179,7 @@ def crossover(a: Genome, b: Genome, space: SequentialSpace, rng: random.Random) 
     return space.repair(Genome(genes=tuple(genes), training=training))
 
 
-@register("mutate_edge", space="nb201")
+@register("mutate_edge", spaces=("nb201",))
 def mutate_edge(genome: Genome, space, rng: random.Random) -> Genome:
     """One edge of a NAS-Bench-201 cell to another operation (the benchmark's mutation)."""
     operations = space.operations(genome)
@@ -187,7 +188,7 @@ def mutate_edge(genome: Genome, space, rng: random.Random) -> Genome:
     return space.genome(operations)
 
 
-@register("crossover_edges", arity=2, space="nb201")
+@register("crossover_edges", arity=2, spaces=("nb201",))
 def crossover_edges(a: Genome, b: Genome, space, rng: random.Random) -> Genome:
     """Uniform crossover of two cells: each edge's operation from either parent."""
     return space.genome(
@@ -196,7 +197,7 @@ def crossover_edges(a: Genome, b: Genome, space, rng: random.Random) -> Genome:
 
 
 def mutation_names(space: str = "sequential") -> list[str]:
-    return [name for name, op in OPERATORS.items() if op.arity == 1 and op.space == space]
+    return [name for name, op in OPERATORS.items() if op.arity == 1 and space in op.spaces]
 
 
 # --- pruning as mutation -------------------------------------------------------------------------

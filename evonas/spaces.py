@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from evonas.config import LAYER_OPS, ConfigError
 from evonas.genome import SPATIAL_OPS, Gene, Genome
+from evonas.graph import graph_shapes, output_problem
 
 if TYPE_CHECKING:
     from evonas.config import Config
@@ -311,6 +312,66 @@ def _next_shape(
     return shape, flat  # dropout
 
 
+# --- graphs around seeds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphSpace:
+    """Graph genomes (imported models; imported chains too) searched around their seeds: there
+    is no random prior over arbitrary graphs, so generation 0 is the seeds and their mutants and every child comes
+    from a parent. Its operators vary the training genes; the graph operators that change the
+    architecture build on this space."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    lr_min: float = 1e-4
+    lr_max: float = 3e-2
+
+    kind = "graph"
+    inherits_weights = False
+    enumerates_neighbours = False
+    has_shapes = True
+    default_operators: Mapping[str, float] = field(default_factory=lambda: {"change_lr": 1.0})
+    pruning_operators: Mapping[str, float] = field(default_factory=dict)
+
+    def sample(self, rng: random.Random) -> Genome:
+        raise ConfigError(
+            "space.kind: graph has no random graphs; it starts from search.seed_genomes or "
+            "search.seed_run with search.seed_fill: mutate"
+        )
+
+    def repair(self, genome: Genome) -> Genome:
+        lr = min(max(genome.training.get("lr", 1e-3), self.lr_min), self.lr_max)
+        return Genome(genes=genome.genes, training={**genome.training, "lr": lr})
+
+    def infeasible(self, genome: Genome) -> str | None:
+        if not genome.is_graph:  # an imported chain (VGG) searched beside graphs
+            try:
+                chain_shapes(genome, self.input_shape)
+            except ValueError as exc:
+                return str(exc)
+            return None
+        return output_problem(genome.genes, self.input_shape, self.num_classes)
+
+    def problems(self, genome: Genome) -> list[str]:
+        found = [p for p in [self.infeasible(genome)] if p]
+        lr = genome.training.get("lr", 0)
+        if not self.lr_min <= lr <= self.lr_max:
+            found.append(f"training.lr {lr} outside [{self.lr_min}, {self.lr_max}]")
+        return found
+
+    def shapes(self, genome: Genome) -> list[tuple[int, ...]]:
+        if not genome.is_graph:
+            return chain_shapes(genome, self.input_shape)
+        return graph_shapes(genome.genes, self.input_shape)
+
+    def neighbors(self, genome: Genome) -> list[Genome]:
+        raise NotImplementedError("the graph space does not enumerate neighbours")
+
+    def key(self, genome: Genome) -> str | None:
+        return None
+
+
 # --- NAS-Bench-201 cell space ----------------------------------------------------------------
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -444,6 +505,9 @@ def make_space(config: Config) -> tuple[Space, TaskInfo | None]:
     if task_name == "table":
         raise ConfigError("task.name: the table task looks up cells; use space.kind: nb201")
     info = task_info(config.task.model_dump())
+    if kind == "graph":
+        space = config.space
+        return GraphSpace(info.input_shape, info.num_classes, space.lr_min, space.lr_max), info
     settings = config.space.model_dump(exclude={"kind"})
     space = SequentialSpace(
         info.input_shape, info.num_classes,

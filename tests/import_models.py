@@ -82,15 +82,31 @@ class ConvBase(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv1d(1, 25, 5, stride=2, padding=1)
-        self.lstm = nn.LSTM(25, 10)
-        self.linear = nn.Linear(125, 10)
+        self.lstm = nn.LSTM(19, 10)
+        self.linear = nn.Linear(250, 10)
 
     def forward(self, x):
         return self.linear(self.lstm(self.conv1(x).relu())[0].flatten(1))
 
 
 def unsupported():
-    return nn.Sequential(nn.Conv1d(1, 4, 4, padding=1), nn.ReLU(), nn.LSTM(4, 4), nn.Linear(4, 2))
+    return nn.Sequential(nn.Conv1d(1, 4, 4, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+                         nn.Flatten(), nn.Linear(4 * 78, 2))  # fmt: skip
+
+
+class Upsampling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.linear = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = nn.functional.interpolate(self.conv(x), scale_factor=2.0)
+        return self.linear(x.mean((2, 3)))
+
+
+def upsampling():
+    return Upsampling()
 
 
 # --- models users write that evonas must refuse (or fold) with one clear line, never a traceback

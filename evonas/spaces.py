@@ -318,9 +318,9 @@ def _next_shape(
 @dataclass(frozen=True)
 class GraphSpace:
     """Graph genomes (imported models; imported chains too) searched around their seeds: there
-    is no random prior over arbitrary graphs, so generation 0 is the seeds and their mutants and every child comes
-    from a parent. Its operators vary the training genes; the graph operators that change the
-    architecture build on this space."""
+    is no random prior over arbitrary graphs, so generation 0 is the seeds and their mutants,
+    and every child comes from a parent. Its operators vary the training genes; the graph
+    operators that change the architecture build on this space."""
 
     input_shape: tuple[int, ...]
     num_classes: int

@@ -41,7 +41,7 @@ def test_operator_names_are_registered_operators():
     from evonas.operators import OPERATORS
 
     for kind, names in OPERATOR_NAMES.items():
-        assert {n for n, op in OPERATORS.items() if op.space == kind} == set(names)
+        assert {n for n, op in OPERATORS.items() if kind in op.spaces} == set(names)
     from evonas.config import CROSSOVERS
 
     assert {n for n, op in OPERATORS.items() if op.arity == 2} == set(CROSSOVERS)

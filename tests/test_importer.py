@@ -98,3 +98,19 @@ def test_import_errors_are_one_line(tmp_path):
     payload = cli("import", f"{MODELS}:mlp", "--weights", str(evil), "--out", "x.yaml",
                       cwd=tmp_path)  # fmt: skip
     assert payload.returncode == 2 and "refusing to unpickle" in payload.stderr
+
+
+def test_lazy_layers_are_sized_by_one_batch_of_the_input_shape():
+    torch.manual_seed(0)
+    model = import_models.lazy()
+    genome, rebuilt, _ = import_model(model, (1, 40))
+    assert same_outputs(model, rebuilt, (1, 40))
+
+
+def test_models_outside_the_chain_vocabulary_become_graphs():
+    for factory, shape in ((import_models.flattened_head, (1, 40)),
+                           (import_models.depthwise, (3, 8, 8))):  # fmt: skip
+        torch.manual_seed(0)
+        model = factory()
+        genome, rebuilt, _ = import_model(model, shape)
+        assert genome.is_graph and same_outputs(model, rebuilt, shape)

@@ -66,4 +66,4 @@ def test_nothing_to_prune_returns_the_parent():
 
 @pytest.mark.parametrize("name", ["prune", "cut"])
 def test_pruning_operators_are_ordinary_registry_operators(name):
-    assert OPERATORS[name].arity == 1 and OPERATORS[name].space == "sequential"
+    assert OPERATORS[name].arity == 1 and OPERATORS[name].spaces == ("sequential",)

@@ -522,8 +522,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     genome, header, weights = import_from_source(args.source, Path(args.out), args.weights,
                                                  args.input_shape)  # fmt: skip
-    print(f"{args.out}: {len(genome.genes)} layers, input {tuple(header['input_shape'])}, "
-          f"{header['num_classes']} classes; weights: {weights}")  # fmt: skip
+    kind = f"a graph of {len(genome.genes)} genes" if genome.is_graph else (
+        f"a chain of {len(genome.genes)} layers")  # fmt: skip
+    head = f" (its {header['output_function']} is left to the loss)" if header.get(
+        "output_function") else ""  # fmt: skip
+    print(f"{args.out}: {kind}, input {tuple(header['input_shape'])}, "
+          f"{header['num_classes']} classes{head}; same outputs as the original; "
+          f"weights: {weights}")  # fmt: skip
     return 0
 
 

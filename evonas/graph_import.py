@@ -113,7 +113,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             _ShapeProp(traced).propagate(example)
     except Exception as exc:  # the traced code failed on a batch of the input shape
         cause = exc.__cause__ or exc  # ShapeProp wraps the error of the node that failed
-        failed = next((n for n in graph.nodes if "tensor_meta" not in n.meta
+        failed = next((n for n in graph.nodes if not {"tensor_meta", "value"} & set(n.meta)
                        and n.op not in ("placeholder", "output")), None)  # fmt: skip
         where = (
             f" at {failed.target if failed.op == 'call_module' else failed.name}" if failed else ""

@@ -294,10 +294,12 @@ class _Mapper:
                                                "statistics or a momentum")  # fmt: skip
             return self._gene(node, "batch_norm", {"eps": m.eps, "momentum": m.momentum}, [x], m)
         for cls, function in ACTIVATION_MODULES.items():
-            if type(m) is cls:
-                return self._activation(node, function, x, m)
+            if type(m) is cls:  # the settings of GELU, LeakyReLU and ELU
+                return self._activation(node, function, x, getattr(m, "approximate", "none"),
+                                        getattr(m, "negative_slope", 0.01),
+                                        getattr(m, "alpha", 1.0))  # fmt: skip
         if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
-            return self._activation(node, "relu6", x, m)
+            return self._activation(node, "relu6", x)
         if isinstance(m, nn.MaxPool1d | nn.MaxPool2d):
             if m.return_indices:
                 return self._unsupported(node, "pooling that returns indices")
@@ -336,14 +338,15 @@ class _Mapper:
                 return self._output_function(node, function, m.dim)
         self._unsupported(node, "no evonas gene for this layer")
 
-    def _activation(self, node: fx.Node, function: str, x: Any, m: Any = None) -> None:
+    def _activation(self, node: fx.Node, function: str, x: Any, approximate: str = "none",
+                    negative_slope: float = 0.01, alpha: float = 1.0) -> None:  # fmt: skip
         params: dict[str, Any] = {"function": function}
-        if function == "gelu" and getattr(m, "approximate", "none") != "none":
+        if function == "gelu" and approximate != "none":
             return self._unsupported(node, "GELU with the tanh approximation")
         if function == "leaky_relu":
-            params["negative_slope"] = float(m.negative_slope)
+            params["negative_slope"] = float(negative_slope)
         if function == "elu":
-            params["alpha"] = float(m.alpha)
+            params["alpha"] = float(alpha)
         self._gene(node, "activation", params, [x])
 
     def _pool(self, node: fx.Node, op: str, v: dict[str, Any], x: Any) -> None:
@@ -380,13 +383,13 @@ class _Mapper:
         key = method or target
         if key in ACTIVATION_FUNCTIONS or key in ACTIVATION_METHODS:
             function = ACTIVATION_FUNCTIONS.get(key) or ACTIVATION_METHODS[key]
-            if function == "gelu" and node.kwargs.get("approximate", "none") != "none":
-                return self._unsupported(node, "GELU with the tanh approximation")
             extra = {"leaky_relu": ("negative_slope", 0.01), "elu": ("alpha", 1.0)}.get(function)
-            if extra:
-                value = args[1] if len(args) > 1 else node.kwargs.get(extra[0], extra[1])
-                return self._activation(node, function, x, _Obj(**{extra[0]: value}))
-            return self._activation(node, function, x)
+            setting = {}
+            if extra:  # the slope of leaky_relu(x, 0.1), the alpha of elu(x, 2.0)
+                name, default = extra
+                setting[name] = args[1] if len(args) > 1 else node.kwargs.get(name, default)
+            approximate = node.kwargs.get("approximate", "none")
+            return self._activation(node, function, x, approximate, **setting)
         if key is F.hardtanh:
             low = args[1] if len(args) > 1 else node.kwargs.get("min_val", -1.0)
             high = args[2] if len(args) > 2 else node.kwargs.get("max_val", 1.0)
@@ -462,12 +465,6 @@ class _Mapper:
         if not math.isfinite(factor):
             return self._unsupported(node, "a scale that is not finite")
         self._gene(node, "scale", {"factor": factor, "shift": shift}, [tensor])
-
-
-@dataclass
-class _Obj:
-    negative_slope: float = 0.01
-    alpha: float = 1.0
 
 
 def map_graph(traced: fx.GraphModule) -> TracedGraph:

@@ -146,3 +146,27 @@ def conv_bias_then_bn():
     """A convolution with a bias followed by batch norm (the PyTorch examples' habit)."""
     return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(),
                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4))  # fmt: skip
+
+
+class Functional(nn.Module):
+    """Layers written as functions and tensor methods, with constants, as real code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding="same")
+        self.branch = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(12, 5)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x, scale=1.0):
+        x = nn.functional.elu(self.conv(x), 2.0)
+        y = nn.functional.hardtanh(self.branch(x), 0.0, 6.0)
+        hard_swish = y * nn.functional.relu6(y + 3.0) / 6.0
+        x = torch.cat((x, hard_swish), dim=1)
+        x = self.act(nn.functional.gelu(x)) - 0.5
+        x = nn.functional.avg_pool2d(x, x.size()[2:]).squeeze(-1).squeeze(-1)
+        return torch.softmax(self.fc(x.contiguous()), dim=-1)
+
+
+def functional():
+    return Functional()

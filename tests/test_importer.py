@@ -114,3 +114,19 @@ def test_models_outside_the_chain_vocabulary_become_graphs():
         model = factory()
         genome, rebuilt, _ = import_model(model, shape)
         assert genome.is_graph and same_outputs(model, rebuilt, shape)
+
+
+def test_functions_methods_and_constants_import_with_a_softmax_head():
+    torch.manual_seed(0)
+    model = import_models.functional()
+    genome, rebuilt, header = import_model(model, (3, 6, 6))
+    assert header["output_function"] == "softmax"
+    x = torch.randn(4, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(model(x), torch.softmax(rebuilt(x), 1), atol=1e-6)
+    functions = [g.params["function"] for g in genome.genes if g.op == "activation"]
+    assert functions == ["elu", "relu6", "relu6", "gelu", "leaky_relu"]
+    assert [g.params for g in genome.genes if g.op == "scale"] == [
+        {"factor": 1.0, "shift": 3.0}, {"factor": 1 / 6, "shift": 0.0},
+        {"factor": 1.0, "shift": -0.5},
+    ]  # fmt: skip

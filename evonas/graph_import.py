@@ -442,6 +442,8 @@ class _Mapper:
 
     def _arithmetic(self, node: fx.Node, key: Any) -> None:
         a, b = (list(node.args) + [node.kwargs.get("other")])[:2]
+        if node.kwargs.get("alpha", 1) != 1 or node.kwargs.get("rounding_mode") is not None:
+            return self._unsupported(node, "add/sub with alpha or division with rounding")
         if isinstance(a, fx.Node) and isinstance(b, fx.Node):
             if key in ADDS:
                 return self._gene(node, "add", {}, [a, b])

@@ -28,6 +28,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from evonas.config import LAYER_OPS, ConfigError
@@ -75,6 +76,7 @@ SEQUENTIAL_OPERATORS = {
     "change_kernel": 1.0, "change_activation": 0.5, "change_lr": 1.0, "crossover": 1.0,
 }  # fmt: skip
 PRUNING_OPERATORS = {"prune": 1.0, "cut": 0.5}
+GRAPH_OPERATORS = {"change_lr": 1.0}
 
 
 @dataclass(frozen=True)
@@ -331,8 +333,8 @@ class GraphSpace:
     inherits_weights = False
     enumerates_neighbours = False
     has_shapes = True
-    default_operators: Mapping[str, float] = field(default_factory=lambda: {"change_lr": 1.0})
-    pruning_operators: Mapping[str, float] = field(default_factory=dict)
+    default_operators = GRAPH_OPERATORS
+    pruning_operators = MappingProxyType({})
 
     def sample(self, rng: random.Random) -> Genome:
         raise ConfigError(

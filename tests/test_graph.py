@@ -212,3 +212,34 @@ def test_graph_models_export_to_torchscript_and_onnx(tmp_path):
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(out), model(x), atol=1e-4)
+
+
+def test_a_graph_search_needs_seeds_and_children_made_from_them(tmp_path):
+    from evonas.config import ConfigError, resolve
+    from evonas.launch import preflight
+
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(yaml.safe_dump(graph(RESIDUAL).to_dict()))
+    base = {"task": {"name": "tests.model_zoo:digits_images", "options": {"size": 16}},
+            "space": {"kind": "graph"}, "search": {"population": 4}}  # fmt: skip
+    cases = [
+        ({}, "space.kind: graph starts from seeds; give search.seed_genomes"),
+        ({"seed_genomes": [str(seed)]}, "search.seed_fill: a graph space fills generation 0"),
+        ({"seed_genomes": [str(seed)], "seed_fill": "mutate", "strategy": "random"},
+         "search.strategy: random samples fresh genomes"),
+    ]  # fmt: skip
+    for search, message in cases:
+        config = resolve(base={**base, "search": {**base["search"], **search}})
+        with pytest.raises(ConfigError, match=message):
+            preflight(config)
+    config = resolve(base={**base, "search": {**base["search"], "seed_genomes": [str(seed)],
+                                              "seed_fill": "mutate"}})  # fmt: skip
+    space, _, seeds = preflight(config)
+    assert space.kind == "graph" and seeds[0].genome == graph(RESIDUAL)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump(graph([*RESIDUAL[:-1], {**RESIDUAL[-1], "features": 4}])
+                                    .to_dict()))  # fmt: skip
+    config = resolve(base={**base, "search": {**base["search"], "seed_genomes": [str(wrong)],
+                                              "seed_fill": "mutate"}})  # fmt: skip
+    with pytest.raises(GenomeError, match="a classifier of 10 classes needs"):
+        preflight(config)

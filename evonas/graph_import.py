@@ -80,6 +80,31 @@ class Pending:
     module: nn.Module | None = None
 
 
+@dataclass(frozen=True)
+class Unsupported:
+    what: str  # the layer's class, or `function getitem`
+    where: str  # its path in the model
+    reason: str
+
+
+def describe_unsupported(items: list[Unsupported]) -> str:
+    """One line: each layer or function with its path and reason; repeats of one kind grouped
+    (`function getitem x24 in layer1.0 (node getitem), layer1.1 (...), ...: reason`)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in items:
+        groups.setdefault((item.what, item.reason), []).append(item.where)
+    parts = []
+    for (what, reason), places in groups.items():
+        if len(places) == 1 and not what.startswith(("function", "method")):
+            parts.append(f"{places[0]} ({what}): {reason}")
+        elif len(places) == 1:
+            parts.append(f"{what} in {places[0]}: {reason}")
+        else:
+            more = ", ..." if len(places) > 3 else ""
+            parts.append(f"{what} x{len(places)} in {', '.join(places[:3])}{more}: {reason}")
+    return "; ".join(parts)
+
+
 @dataclass
 class TracedGraph:
     """What the trace maps to: genes in order, the output, and what cannot be mapped."""
@@ -87,7 +112,7 @@ class TracedGraph:
     genes: list[Pending] = field(default_factory=list)
     output: str = ""
     output_function: str | None = None
-    unsupported: list[str] = field(default_factory=list)
+    unsupported: list[Unsupported] = field(default_factory=list)
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
@@ -220,19 +245,21 @@ class _Mapper:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _where(self, node: fx.Node) -> str:
+    def _what_and_where(self, node: fx.Node) -> tuple[str, str]:
+        """(`Conv3d`, `features.0`) for a layer; (`function getitem`, `layer1.0 (node
+        getitem_2)`) for a function or method."""
         if node.op == "call_module":
-            module = self.modules[str(node.target)]
-            return f"{node.target} ({type(module).__name__})"
+            return type(self.modules[str(node.target)]).__name__, str(node.target)
         name = node.target if isinstance(node.target, str) else getattr(
             node.target, "__name__", str(node.target))  # fmt: skip
         trail = node.meta.get("nn_module_stack")
-        inside = f" in {list(trail)[-1]}" if trail else ""
         kind = "method" if node.op == "call_method" else "function"
-        return f"{kind} {name}{inside} (node {node.name})"
+        where = f"{list(trail)[-1]} (node {node.name})" if trail else f"node {node.name}"
+        return f"{kind} {name}", where
 
     def _unsupported(self, node: fx.Node, reason: str) -> None:
-        self.result.unsupported.append(f"{self._where(node)}: {reason}")
+        what, where = self._what_and_where(node)
+        self.result.unsupported.append(Unsupported(what, where, reason))
         self.value[node.name] = "?"  # keeps later nodes from failing on it
 
     def _source(self, arg: Any) -> str | None:
@@ -414,6 +441,10 @@ class _Mapper:
             return self._reshape(node, x)
         if key in ALIASES:
             return self._alias(node, x)
+        if getattr(target, "__name__", "") == "stochastic_depth":
+            # torchvision's stochastic depth: the identity in eval mode, as dropout is; the
+            # search trains without it (there is no gene for dropping whole residual branches)
+            return self._alias(node, x)
         if key in CONCATS:
             return self._concat(node)
         if key in ("mean",) or target is torch.mean:
@@ -428,6 +459,8 @@ class _Mapper:
         shape = _shape(node)
         if not isinstance(tensors, list | tuple) or shape is None or dim not in (1, 1 - len(shape)):
             return self._unsupported(node, "concatenation other than along the channels")
+        if len(tensors) == 1:  # torch.cat([x], 1) is x (DenseNet's first layer of a block)
+            return self._alias(node, tensors[0])
         self._gene(node, "concat", {}, list(tensors))
 
     def _mean(self, node: fx.Node, x: Any) -> None:
@@ -480,7 +513,7 @@ def map_graph(traced: fx.GraphModule) -> TracedGraph:
             kept.append(gene)
     result.genes = kept[::-1]
     if result.output == "input":
-        result.unsupported.append("the model returns its input unchanged")
+        result.unsupported.append(Unsupported("output", "the model", "returns its input unchanged"))
     return result
 
 

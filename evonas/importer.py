@@ -356,7 +356,14 @@ def import_graph(
 ) -> tuple[Genome, nn.Module, dict[str, Any]]:
     """The model as a graph genome (`evonas.graph_import` traces it)."""
     from evonas.genome import GenomeError, parse_genome
-    from evonas.graph_import import TraceError, copy_gene_weights, map_graph, to_graph_genome, trace
+    from evonas.graph_import import (
+        TraceError,
+        copy_gene_weights,
+        describe_unsupported,
+        map_graph,
+        to_graph_genome,
+        trace,
+    )
 
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     try:
@@ -365,7 +372,7 @@ def import_graph(
         raise UnsupportedModelError(str(exc)) from None
     result = map_graph(traced)
     if result.unsupported:
-        raise UnsupportedModelError("cannot represent " + "; ".join(result.unsupported))
+        raise UnsupportedModelError("cannot represent " + describe_unsupported(result.unsupported))
     data, modules = to_graph_genome(result)
     try:
         genome = parse_genome(data, where="the imported graph")

@@ -170,3 +170,40 @@ class Functional(nn.Module):
 
 def functional():
     return Functional()
+
+
+@torch.fx.wrap
+def stochastic_depth(x, p, mode, training=True):
+    """Like torchvision.ops.stochastic_depth (which fx does not trace into)."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.empty(x.shape[0], 1, 1, 1).bernoulli_(1 - p) / (1 - p)
+    return x * keep
+
+
+class DenseAndDeep(nn.Module):
+    """A one-tensor torch.cat (DenseNet's first layer of a block) and stochastic depth."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.cat([self.conv(x)], 1)
+        x = x + stochastic_depth(torch.relu(x), 0.2, "row", self.training)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Sliced(nn.Module):
+    """Channel slicing in every block: one grouped error, not one clause per block."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Conv2d(4, 4, 1) for _ in range(5))
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = torch.cat([block(x)[:, :2], x[:, 2:]], 1)
+        return self.fc(x.mean((2, 3))[:, :2])

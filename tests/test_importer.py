@@ -130,3 +130,19 @@ def test_functions_methods_and_constants_import_with_a_softmax_head():
         {"factor": 1.0, "shift": 3.0}, {"factor": 1 / 6, "shift": 0.0},
         {"factor": 1.0, "shift": -0.5},
     ]  # fmt: skip
+
+
+def test_single_tensor_concatenation_and_stochastic_depth_are_what_they_compute():
+    torch.manual_seed(0)
+    model = import_models.DenseAndDeep()
+    genome, rebuilt, _ = import_model(model, (3, 6, 6))
+    assert same_outputs(model, rebuilt, (3, 6, 6))
+    assert "concat" not in [g.op for g in genome.genes]
+
+
+def test_repeated_unsupported_operations_are_grouped_in_the_message():
+    with pytest.raises(UnsupportedModelError) as info:
+        import_model(import_models.Sliced(), (4, 5, 5))
+    message = str(info.value)
+    assert "function getitem x11 in node getitem, node getitem_1, node getitem_2, ...: " in message
+    assert message.count("getitem") < 6 and "\n" not in message

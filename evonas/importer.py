@@ -1,10 +1,12 @@
 """An existing PyTorch model -> genome (+ weights) that rebuilds to the same outputs.
 
-Supported: chains (nn.Sequential, or modules whose forward torch.fx traces to a chain) of
-Conv1d/Conv2d (same padding), BatchNorm, activations (ReLU, GELU, SiLU, Tanh, ELU), max/avg pooling
-of size 2, Dropout, Flatten, Linear, adaptive/global average pooling before the last Linear, and
-residual blocks shaped like torchvision's BasicBlock (stride 1, identity skip or a 1x1 convolution).
-Anything else is an error that lists each unsupported module with its path in the model.
+`import_model` first reads the model as a chain of evonas's layers (nn.Sequential or an
+fx-traceable chain of Conv1d/Conv2d with same padding, BatchNorm, activations, size-2 pooling,
+Dropout, Flatten, Linear, global pooling before the last Linear, and BasicBlock-shaped residual
+blocks): such a model becomes a chain genome, which every operator of the sequential space can
+vary. Any other model is traced into a graph genome (`evonas.graph_import`). Either way the
+rebuilt model's outputs are checked against the original's; what cannot be represented is one
+error listing each module or function with its path.
 """
 
 from __future__ import annotations

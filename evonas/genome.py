@@ -166,11 +166,12 @@ class Genome:
 
     def summary(self) -> str:
         """One readable line: `conv 16 k3 -> pool max -> dense 64 (lr 0.003)`."""
-        layers = " -> ".join(gene.summary() for gene in self.genes) or "(head only)"
         if self.is_graph and len(self.genes) > 8:  # too long for one line: count the ops
             counts = Counter(g.op for g in self.genes)
             ops = ", ".join(f"{n} {op}" for op, n in counts.most_common())
             layers = f"graph of {len(self.genes)} genes ({ops})"
+        else:
+            layers = " -> ".join(gene.summary() for gene in self.genes) or "(head only)"
         return f"{layers} (lr {self.training.get('lr', 0):.3g})"
 
     @staticmethod

@@ -354,9 +354,17 @@ def graph_shapes(genes: Sequence[Gene], input_shape: Sequence[int]) -> list[tupl
 def output_problem(genes: Sequence[Gene], input_shape: Sequence[int], classes: int) -> str | None:
     """Why the graph cannot classify `classes` classes from `input_shape` (None when it can)."""
     try:
-        last = graph_shapes(genes, input_shape)[-1]
+        shapes = graph_shapes(genes, input_shape)
     except GraphError as exc:
         return str(exc)
+    return logits_problem(genes, shapes, classes)
+
+
+def logits_problem(
+    genes: Sequence[Gene], shapes: list[tuple[int, ...]], classes: int
+) -> str | None:
+    """Why the output, of shape `shapes[-1]`, is not `classes` logits (None when it is)."""
+    last = shapes[-1]
     if last != (classes,):
         return (f"the output (gene {genes[-1].id}, the last) has shape {last}; a classifier of "
                 f"{classes} classes needs ({classes},)")  # fmt: skip
@@ -382,21 +390,21 @@ def canonical(genes: Sequence[Gene]) -> str:
         for source in set(gene.inputs) - {INPUT}:
             readers.setdefault(source, []).append(gene)
     position = {INPUT: 0}
-    order = list(range(len(genes)))
-    ready = [(label[g.id], (0,) * len(g.inputs), i) for i, g in zip(order, genes)
+    index = {g.id: i for i, g in enumerate(genes)}
+    ready = [(label[g.id], (0,) * len(g.inputs), index[g.id]) for g in genes
              if waiting[g.id] == 0]  # fmt: skip
     heapq.heapify(ready)
     parts = []
     while ready:
-        _, inputs, index = heapq.heappop(ready)
-        gene = genes[index]
+        _, inputs, at = heapq.heappop(ready)
+        gene = genes[at]
         position[gene.id] = len(position)
         parts.append(_CANONICAL.encode([gene.op, sorted(gene.params.items()), list(inputs)]))
         for reader in readers.get(gene.id, []):
             waiting[reader.id] -= 1
             if waiting[reader.id] == 0:
                 positions = tuple(_ordered(reader.op, [position[i] for i in reader.inputs]))
-                heapq.heappush(ready, (label[reader.id], positions, genes.index(reader)))
+                heapq.heappush(ready, (label[reader.id], positions, index[reader.id]))
     return "[" + ",".join(parts) + "]"
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from evonas.genome import Genome
-from evonas.graph import INPUT, GraphError, graph_shapes, output_problem
+from evonas.graph import INPUT, GraphError, graph_shapes, logits_problem
 
 
 def _nd(classes: tuple[type, type], dims: int) -> type:
@@ -67,10 +67,11 @@ def gene_module(op: str, p: dict[str, Any], shape: tuple[int, ...]) -> nn.Module
 def build_graph(genome: Genome, input_shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
     """The network of a graph genome for inputs of `input_shape` (no batch dimension);
     GraphError names the gene that does not fit."""
-    problem = output_problem(genome.genes, input_shape, num_classes)
+    inferred = graph_shapes(genome.genes, input_shape)
+    problem = logits_problem(genome.genes, inferred, num_classes)
     if problem:
         raise GraphError(problem)
-    shapes = dict(zip((g.id for g in genome.genes), graph_shapes(genome.genes, input_shape)))
+    shapes = dict(zip((g.id for g in genome.genes), inferred))
     shapes[INPUT] = tuple(input_shape)
     graph = fx.Graph()
     modules: dict[str, nn.Module] = {}

@@ -381,6 +381,8 @@ def import_graph(
         out = _graph_output(genome, shape)
         rebuilt = build(genome, shape, out).eval()
         copy_gene_weights(rebuilt, modules)
+    except UnsupportedModelError:
+        raise
     except (GenomeError, ValueError, RuntimeError) as exc:  # a bug of the mapping, said plainly
         first = str(exc).strip().splitlines()[0]
         raise UnsupportedModelError(f"the traced graph does not rebuild ({first})") from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from evonas.genome import Genome, GenomeError, load_genome, parse_genome
+from evonas.genome import Genome, GenomeError, genome_header, load_genome, parse_genome
 
 if TYPE_CHECKING:
     from evonas.config import Search
@@ -40,8 +40,8 @@ def collect(search: Search) -> list[Seed]:
         path = Path(path)
         weights = path.with_suffix(".pt")
         genome = load_genome(path)
-        made_for = (yaml.safe_load(path.read_text()) or {}).get("input_shape")
-        shape = tuple(made_for) if isinstance(made_for, list) else None
+        made_for = genome_header(path).get("input_shape")
+        shape = tuple(made_for) if made_for else None
         seeds.append(Seed(genome, f"file:{path}", weights if weights.exists() else None, shape))
     if search.seed_run:
         seeds += _from_run(Path(search.seed_run), search.seed_top)

@@ -146,3 +146,9 @@ def test_repeated_unsupported_operations_are_grouped_in_the_message():
     message = str(info.value)
     assert "function getitem x11 in node getitem, node getitem_1, node getitem_2, ...: " in message
     assert message.count("getitem") < 6 and "\n" not in message
+
+
+def test_a_model_that_does_not_return_logits_is_told_so():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    with pytest.raises(UnsupportedModelError, match=r"^the model's output has shape \(4, 5, 5\)"):
+        import_model(model, (3, 5, 5))

@@ -445,3 +445,32 @@ def gene_summary(gene: Gene) -> str:
 
 def _text(value: Any) -> str:
     return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# --- size ----------------------------------------------------------------------------------------
+
+
+def graph_params(genes: Sequence[Gene], input_shape: Sequence[int]) -> int:
+    """Trainable parameters of the network `evonas.build` makes from a graph (no torch)."""
+    known: dict[int, tuple[int, ...]] = {INPUT: tuple(input_shape)}
+    total = 0
+    for gene, shape in zip(genes, graph_shapes(genes, input_shape)):
+        p, c_in = gene.params, known[gene.inputs[0]][0]
+        known[gene.id] = shape
+        if gene.op == "convolution":
+            kernel = _per_dim(p["kernel"], len(shape) - 1)
+            total += c_in // p["groups"] * p["channels"] * math.prod(kernel)
+            total += p["channels"] if p["bias"] else 0
+        elif gene.op == "linear":
+            total += c_in * p["features"] + (p["features"] if p["bias"] else 0)
+        elif gene.op == "batch_norm":
+            total += 2 * c_in
+    return total
+
+
+def graph_depth(genes: Sequence[Gene]) -> int:
+    """The most convolutions and linears on one path from the input to the output."""
+    depth = {INPUT: 0}
+    for gene in genes:
+        depth[gene.id] = max(depth[i] for i in gene.inputs) + (gene.op in ("convolution", "linear"))
+    return depth[genes[-1].id]

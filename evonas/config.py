@@ -57,7 +57,9 @@ OPERATOR_NAMES: dict[str, tuple[str, ...]] = {
     "sequential": ("add_layer", "remove_layer", "change_op", "change_width", "change_kernel",
                    "change_activation", "change_lr", "crossover", "prune", "cut"),
     "nb201": ("mutate_edge", "crossover_edges"),
-    "graph": ("change_lr",),
+    "graph": ("insert_gene", "insert_block", "remove_gene", "remove_block", "add_skip",
+              "remove_skip", "change_width", "change_kernel", "change_activation",
+              "change_groups", "change_lr", "crossover", "prune", "cut"),
 }  # fmt: skip
 CROSSOVERS = ("crossover", "crossover_edges")  # the operators that take two parents
 # Settings that may change when a run is resumed; anything else would break the replay. The
@@ -136,6 +138,10 @@ class Space(Section):
     lr_min: Number = Field(0.0001, gt=0, description="the learning rate gene's lower bound")
     lr_max: Number = Field(0.03, gt=0)
     prune_fraction: Fraction = Field(0.25, description="share of channels prune and cut remove")
+    max_depth: Positive = Field(256, description="graph space: most convolutions and linears "
+                                "on a path")  # fmt: skip
+    max_width: Positive = Field(4096, description="graph space: most channels of a layer")
+    max_params: Positive | None = Field(None, description="graph space: most parameters")
 
     @model_validator(mode="after")
     def _consistent(self) -> Space:
@@ -147,6 +153,11 @@ class Space(Section):
             raise ValueError(
                 f"space.lr_min/lr_max: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"
             )
+        graph_only = [name for name in ("max_depth", "max_width", "max_params")
+                      if getattr(self, name) != type(self).model_fields[name].default]  # fmt: skip
+        if graph_only and self.kind != "graph":
+            raise ValueError(f"space.{graph_only[0]}: only for space.kind: graph (the "
+                             f"{self.kind} space is bounded by its own choices)")  # fmt: skip
         if not all(0 <= r < 1 for r in self.dropout_rates):
             raise ValueError("space.dropout_rates: values must be in [0, 1)")
         return self
@@ -163,7 +174,11 @@ class Training(Section):
     save_weights: bool = True
     finetune_epochs: Count = Field(1, description="epochs of an inherited child or a seed")
     inherit_weights: bool = False
-    prune_importance: Literal["l1", "bn"] = "l1"
+    prune_importance: Literal["l1", "bn", "taylor"] = Field(
+        "l1",
+        description="which channels pruning keeps: l1 (filter norm), bn (batch-norm "
+        "scale) or taylor (first-order Taylor score on a few training batches)",
+    )
     distill_from: Literal["", "seed", "best"] = ""
     distill_alpha: Number = Field(0.5, ge=0, le=1)
     distill_temperature: Number = Field(4.0, gt=0)

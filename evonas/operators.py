@@ -5,6 +5,10 @@ Every operator returns a feasible genome (it ends in `space.repair`), keeps the 
 carries over and gives new ids to new genes. An operator may return its input unchanged when it
 does not apply (e.g. removing a layer from a one-layer genome); `Variation` then tries again.
 
+Graph genomes have their own operators under the same names where they mean the same thing
+(`evonas.graph_operators`: channel groups, blocks, skips, homologous crossover); the registry
+binds a name per kind of space.
+
 Pruning is a mutation: `prune` and `cut` narrow a layer or remove one; the child keeps its
 parent's gene ids, so with `training.inherit_weights` it starts from the parent's trained weights
 and the worker decides which channels survive (`evonas.inherit`):
@@ -23,6 +27,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from evonas import graph_operators
 from evonas.config import OPERATOR_NAMES
 from evonas.genome import SPATIAL_OPS, Genome
 from evonas.records import Child, Individual
@@ -36,10 +41,11 @@ class Operator:
     name: str
     fn: Callable[..., Genome]
     arity: int  # 1 for mutations, 2 for crossovers
-    spaces: tuple[str, ...]  # the kinds of search space it works on
+    space: str  # the kind of search space it works on
 
 
-OPERATORS: dict[str, Operator] = {}
+# (space kind, name) -> operator: one name (prune, crossover) may mean one function per space.
+OPERATORS: dict[tuple[str, str], Operator] = {}
 
 
 def register(
@@ -51,7 +57,8 @@ def register(
             raise ValueError(f"operator {name!r} is not in config.OPERATOR_NAMES[{space!r}]")
 
     def decorate(fn: Callable[..., Genome]) -> Callable[..., Genome]:
-        OPERATORS[name] = Operator(name, fn, arity, spaces)
+        for space in spaces:
+            OPERATORS[space, name] = Operator(name, fn, arity, space)
         return fn
 
     return decorate
@@ -197,7 +204,7 @@ def crossover_edges(a: Genome, b: Genome, space, rng: random.Random) -> Genome:
 
 
 def mutation_names(space: str = "sequential") -> list[str]:
-    return [name for name, op in OPERATORS.items() if op.arity == 1 and space in op.spaces]
+    return [op.name for op in OPERATORS.values() if op.arity == 1 and op.space == space]
 
 
 # --- pruning as mutation -------------------------------------------------------------------------
@@ -248,6 +255,15 @@ def cut(genome: Genome, space: SequentialSpace, rng: random.Random) -> Genome:
     return _narrow_one(genome, space, rng)
 
 
+# --- graph operators (evonas.graph_operators) ---------------------------------------------------
+
+for _name in ("insert_gene", "insert_block", "remove_gene", "remove_block", "add_skip",
+              "remove_skip", "change_width", "change_kernel", "change_activation",
+              "change_groups", "prune", "cut"):  # fmt: skip
+    register(_name, spaces=("graph",))(getattr(graph_operators, _name))
+register("crossover", arity=2, spaces=("graph",))(graph_operators.crossover)
+
+
 # --- drawing operators by weight -----------------------------------------------------------------
 
 
@@ -273,13 +289,15 @@ class Variation:
     def vary(self, select: Callable[[int], list[Individual]], mutation_only: bool = False) -> Child:
         """A child by an operator drawn by weight, on parents from `select(arity)`; tried again
         (up to MAX_VARIATION_ATTEMPTS times) while the child is identical to a parent."""
+        kind = self.space.kind
         names = [
             name
             for name, weight in self.weights.items()
-            if weight > 0 and not (mutation_only and OPERATORS[name].arity > 1)
+            if weight > 0 and not (mutation_only and OPERATORS[kind, name].arity > 1)
         ]
         for _attempt in range(MAX_VARIATION_ATTEMPTS):
-            operator = OPERATORS[self.rng.choices(names, [self.weights[n] for n in names])[0]]
+            name = self.rng.choices(names, [self.weights[n] for n in names])[0]
+            operator = OPERATORS[kind, name]
             parents = select(operator.arity)
             genome = operator.fn(*[p.genome for p in parents], self.space, self.rng)
             if all(genome.arch_key() != p.genome.arch_key() for p in parents):

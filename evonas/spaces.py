@@ -28,12 +28,11 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from evonas.config import LAYER_OPS, ConfigError
 from evonas.genome import SPATIAL_OPS, Gene, Genome
-from evonas.graph import graph_shapes, output_problem
+from evonas.graph import graph_depth, graph_params, graph_shapes, output_problem
 
 if TYPE_CHECKING:
     from evonas.config import Config
@@ -76,7 +75,11 @@ SEQUENTIAL_OPERATORS = {
     "change_kernel": 1.0, "change_activation": 0.5, "change_lr": 1.0, "crossover": 1.0,
 }  # fmt: skip
 PRUNING_OPERATORS = {"prune": 1.0, "cut": 0.5}
-GRAPH_OPERATORS = {"change_lr": 1.0}
+GRAPH_OPERATORS = {
+    "insert_gene": 0.5, "insert_block": 0.5, "remove_gene": 0.5, "remove_block": 0.5,
+    "add_skip": 0.5, "remove_skip": 0.25, "change_width": 1.0, "change_kernel": 0.5,
+    "change_activation": 0.25, "change_groups": 0.25, "change_lr": 1.0, "crossover": 0.5,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -321,20 +324,28 @@ def _next_shape(
 class GraphSpace:
     """Graph genomes (imported models; imported chains too) searched around their seeds: there
     is no random prior over arbitrary graphs, so generation 0 is the seeds and their mutants,
-    and every child comes from a parent. Its operators vary the training genes; the graph
-    operators that change the architecture build on this space."""
+    and every child comes from a parent (`evonas.graph_operators`). Limits on depth (convolutions
+    and linears on the longest path), width (channels of any layer) and parameters are checked
+    before anything is trained. Chain seeds (an imported VGG) take only the learning-rate
+    operator here."""
 
     input_shape: tuple[int, ...]
     num_classes: int
     lr_min: float = 1e-4
     lr_max: float = 3e-2
+    prune_fraction: float = 0.25
+    kernels: tuple[int, ...] = (3, 5, 7)
+    activations: tuple[str, ...] = ("relu", "gelu", "silu")
+    max_depth: int = 256
+    max_width: int = 4096
+    max_params: int | None = None
 
     kind = "graph"
-    inherits_weights = False
+    inherits_weights = True
     enumerates_neighbours = False
     has_shapes = True
     default_operators = GRAPH_OPERATORS
-    pruning_operators = MappingProxyType({})
+    pruning_operators = PRUNING_OPERATORS
 
     def sample(self, rng: random.Random) -> Genome:
         raise ConfigError(
@@ -346,6 +357,21 @@ class GraphSpace:
         lr = min(max(genome.training.get("lr", 1e-3), self.lr_min), self.lr_max)
         return Genome(genes=genome.genes, training={**genome.training, "lr": lr})
 
+    def limits_problem(self, genome: Genome) -> str | None:
+        """Which of the space's limits a valid graph exceeds (None when none)."""
+        depth = graph_depth(genome.genes)
+        if depth > self.max_depth:
+            return (f"depth {depth} (convolutions and linears on the longest path) is over "
+                    f"space.max_depth {self.max_depth}")  # fmt: skip
+        widths = [g.params.get("channels", g.params.get("features", 0)) for g in genome.genes[:-1]]
+        if widths and max(widths) > self.max_width:
+            return f"a layer of {max(widths)} channels is over space.max_width {self.max_width}"
+        if self.max_params is not None:
+            params = graph_params(genome.genes, self.input_shape)
+            if params > self.max_params:
+                return f"{params} parameters is over space.max_params {self.max_params}"
+        return None
+
     def infeasible(self, genome: Genome) -> str | None:
         if not genome.is_graph:  # an imported chain (VGG) searched beside graphs
             try:
@@ -353,7 +379,9 @@ class GraphSpace:
             except ValueError as exc:
                 return str(exc)
             return None
-        return output_problem(genome.genes, self.input_shape, self.num_classes)
+        return output_problem(genome.genes, self.input_shape, self.num_classes) or (
+            self.limits_problem(genome)
+        )
 
     def problems(self, genome: Genome) -> list[str]:
         found = [p for p in [self.infeasible(genome)] if p]
@@ -508,9 +536,12 @@ def make_space(config: Config) -> tuple[Space, TaskInfo | None]:
         raise ConfigError("task.name: the table task looks up cells; use space.kind: nb201")
     info = task_info(config.task.model_dump())
     if kind == "graph":
-        space = config.space
-        return GraphSpace(info.input_shape, info.num_classes, space.lr_min, space.lr_max), info
-    settings = config.space.model_dump(exclude={"kind"})
+        s = config.space
+        return GraphSpace(info.input_shape, info.num_classes, s.lr_min, s.lr_max,
+                          s.prune_fraction, tuple(s.kernels), tuple(s.activations), s.max_depth,
+                          s.max_width, s.max_params), info  # fmt: skip
+    graph_only = {"max_depth", "max_width", "max_params"}
+    settings = config.space.model_dump(exclude={"kind", *graph_only})
     space = SequentialSpace(
         info.input_shape, info.num_classes,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()},

@@ -41,10 +41,10 @@ def test_operator_names_are_registered_operators():
     from evonas.operators import OPERATORS
 
     for kind, names in OPERATOR_NAMES.items():
-        assert {n for n, op in OPERATORS.items() if kind in op.spaces} == set(names)
+        assert {n for (k, n) in OPERATORS if k == kind} == set(names)
     from evonas.config import CROSSOVERS
 
-    assert {n for n, op in OPERATORS.items() if op.arity == 2} == set(CROSSOVERS)
+    assert {op.name for op in OPERATORS.values() if op.arity == 2} == set(CROSSOVERS)
 
 
 @pytest.mark.parametrize("name", preset_names())

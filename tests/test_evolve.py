@@ -55,7 +55,7 @@ def test_a_real_search_journals_everything(tmp_path):
     assert (people["status"] == "ok").all()
     assert people["val_accuracy"].between(0, 1).all() and (people["params"] > 0).all()
     children = people[people["generation"] > 0]
-    assert set(children["operator"]) <= set(OPERATORS)
+    assert set(children["operator"]) <= {op.name for op in OPERATORS.values()}
     for parents in children["parents"]:
         assert all(uid < 12 for uid in json.loads(parents)) and json.loads(parents)
     generations = result.generations

@@ -181,7 +181,7 @@ def test_any_child_inherits_without_error(tmp_path, seed, op):
     a, b = SPACE.sample(rng), SPACE.sample(rng)
     trained(a, tmp_path / "a.pt", 1)
     trained(b, tmp_path / "b.pt", 2)
-    operator = OPERATORS[op]
+    operator = OPERATORS["sequential", op]
     child = operator.fn(a, b, SPACE, rng) if operator.arity == 2 else operator.fn(a, SPACE, rng)
     parents = [(0, a, str(tmp_path / "a.pt")), (1, b, str(tmp_path / "b.pt"))][: operator.arity]
     the_plan = plan(child, parents)

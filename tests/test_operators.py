@@ -39,7 +39,7 @@ def test_any_operator_chain_gives_valid_buildable_genomes(kind, seed, chain):
     genome = space.sample(rng)
     other = space.sample(rng)
     for name in chain:
-        op = OPERATORS[name]
+        op = OPERATORS["sequential", name]
         genome = op.fn(genome, other, space, rng) if op.arity == 2 else op.fn(genome, space, rng)
         assert space.problems(genome) == [], (name, genome)
         # round trip through plain data, as across a process boundary
@@ -53,8 +53,8 @@ def test_each_mutation_changes_something_usually_and_is_seeded(name):
     changed = 0
     for seed in range(30):
         parent = space.sample(random.Random(seed))
-        child = OPERATORS[name].fn(parent, space, random.Random(seed + 1000))
-        again = OPERATORS[name].fn(parent, space, random.Random(seed + 1000))
+        child = OPERATORS["sequential", name].fn(parent, space, random.Random(seed + 1000))
+        again = OPERATORS["sequential", name].fn(parent, space, random.Random(seed + 1000))
         assert child == again
         changed += child != parent
     assert changed >= 10  # a genome without the parameter is returned unchanged
@@ -67,7 +67,7 @@ def test_parameter_mutations_keep_gene_ids(name):
     space = SPACES["2d"]
     for seed in range(20):
         parent = space.sample(random.Random(seed))
-        child = OPERATORS[name].fn(parent, space, random.Random(seed))
+        child = OPERATORS["sequential", name].fn(parent, space, random.Random(seed))
         assert child.gene_ids() == parent.gene_ids()
 
 
@@ -75,7 +75,7 @@ def test_add_layer_keeps_existing_ids_and_adds_one():
     space = SPACES["1d"]
     for seed in range(20):
         parent = space.sample(random.Random(seed))
-        child = OPERATORS["add_layer"].fn(parent, space, random.Random(seed))
+        child = OPERATORS["sequential", "add_layer"].fn(parent, space, random.Random(seed))
         if child != parent:
             assert set(parent.gene_ids()) <= set(child.gene_ids())
 

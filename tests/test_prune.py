@@ -28,7 +28,7 @@ def test_narrower_removes_the_fraction_and_at_least_one_channel():
 def test_pruning_operators_give_smaller_valid_children_with_the_parents_ids(seed, name):
     rng = random.Random(seed)
     parent = SPACE.sample(rng)
-    child = OPERATORS[name].fn(parent, SPACE, rng)
+    child = OPERATORS["sequential", name].fn(parent, SPACE, rng)
     assert SPACE.problems(child) == []
     assert {g.id for g in child.genes} <= {g.id for g in parent.genes}
     if child.arch_key() != parent.arch_key():
@@ -66,4 +66,7 @@ def test_nothing_to_prune_returns_the_parent():
 
 @pytest.mark.parametrize("name", ["prune", "cut"])
 def test_pruning_operators_are_ordinary_registry_operators(name):
-    assert OPERATORS[name].arity == 1 and OPERATORS[name].spaces == ("sequential",)
+    assert (
+        OPERATORS["sequential", name].arity == 1
+        and OPERATORS["sequential", name].space == "sequential"
+    )

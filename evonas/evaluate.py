@@ -168,9 +168,14 @@ def _train_builtin(job: Job) -> dict[str, float]:
         model.load_state_dict(load_state_dict(job.init_weights))
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
     elif job.inherit:
+        from evonas.genome import parse_genome
+        from evonas.graph_inherit import inherit_graph
         from evonas.inherit import inherit
 
-        share = inherit(model, job.genome, data.input_shape, job.inherit, seed)
+        genome = parse_genome(job.genome)
+        share = (inherit_graph if genome.is_graph else inherit)(
+            model, genome, data.input_shape, job.inherit, seed, data
+        )
         metrics["inherited_share"] = share
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
     if on_gpu:

@@ -22,10 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from evonas.genome import Genome, parse_genome
+from evonas.importance import saliencies
 from evonas.spaces import chain_shapes
 from evonas.weights import WEIGHTED, load_state_dict
 
-SELECT = ("l1", "bn", "random")
+SELECT = ("l1", "bn", "taylor", "random")
 
 
 # Roles of each tensor's leading dimensions inside a layer: `out` channels, `in` channels, `mid`
@@ -58,13 +59,16 @@ def inherit(
     input_shape: tuple[int, ...],
     plan: dict[str, Any],
     seed: int,
+    data: Any = None,
 ) -> float:
     """Copy the parents' weights into `model` (built from `genome`) as `plan` says; returns the
-    fraction of the model's parameters that were inherited."""
+    fraction of the model's parameters that were inherited. `data` (the task's `TaskData`) is
+    needed when `plan["select"]` is taylor."""
     import torch
 
     genome = parse_genome(genome) if isinstance(genome, dict) else genome
     parents = [(parse_genome(p["genome"]), load_state_dict(p["weights"])) for p in plan["parents"]]
+    scores = [saliencies(g, state, plan["select"], data, seed) for g, state in parents]
     natural = [_natural_inputs(g, input_shape) for g, _ in parents]
     state = model.state_dict()
     params = dict(model.named_parameters())
@@ -83,10 +87,10 @@ def inherit(
                 pass  # pooling and dropout keep the channels they are given
             elif source is not None:
                 parent_genome, parent_state = parents[source]
-                kept = _kept(gene, parent_state, prefix, out_shape[0], plan["select"], generator)
+                kept = _kept(gene, scores[source], prefix, out_shape[0], plan["select"], generator)
                 maps = {
                     "out": kept + [-1] * (out_shape[0] - len(kept)),
-                    "in": _input_map(tokens, natural[source][gene.id]),
+                    "in": input_map(tokens, natural[source][gene.id]),
                 }
                 maps["mid"] = maps["out"]
                 copied += _copy_layer(state, params, parent_state, prefix, gene.op, maps)
@@ -98,7 +102,7 @@ def inherit(
                 tokens = _identity_init(state, prefix, gene, tokens, out_shape[0])
             in_shape = out_shape
         head_parent, head_state = parents[plan["head"]]
-        maps = {"in": _input_map(tokens, _natural_inputs(head_parent, input_shape)["head"])}
+        maps = {"in": input_map(tokens, _natural_inputs(head_parent, input_shape)["head"])}
         copied += _copy_layer(state, params, head_state, "head.", "head", maps)
     total = sum(p.numel() for p in params.values())
     return copied / max(1, total)
@@ -128,7 +132,7 @@ def _natural_inputs(genome: Genome, input_shape: tuple[int, ...]) -> dict[int | 
     return inputs | {"head": tokens}
 
 
-def _input_map(tokens: list, parent_inputs: list) -> list[int]:
+def input_map(tokens: list, parent_inputs: list) -> list[int]:
     """For each input of the child's layer, the parent layer's input index that carried the same
     channel, or -1 (a new channel: its weights start at zero). Inputs that share no provenance
     with the parent's (a crossover seam, a removed layer) are matched by position."""
@@ -140,7 +144,8 @@ def _input_map(tokens: list, parent_inputs: list) -> list[int]:
 
 
 def _kept(gene, parent_state, prefix: str, width: int, select: str, generator) -> list[int]:
-    """The parent's channels the child keeps, in their original order."""
+    """The parent's channels the child keeps, in their original order; `parent_state` holds the
+    parent's weights, or their Taylor saliencies (`evonas.importance`)."""
     import torch
 
     weight_key, scale_key = _IMPORTANCE[gene.op]
@@ -175,12 +180,12 @@ def _copy_layer(state, params, parent_state, prefix: str, op: str, maps) -> int:
         roles = _roles(op, name[len(prefix) :], tensor.dim())
         if roles is None or source.dim() != tensor.dim():
             continue  # e.g. num_batches_tracked
-        n = _copy(tensor, source, roles, maps)
+        n = copy_along(tensor, source, roles, maps)
         copied += n if name in params else 0
     return copied
 
 
-def _copy(dst, src, roles: tuple[str, ...], maps: dict[str, list[int]]) -> int:
+def copy_along(dst, src, roles: tuple[str, ...], maps: dict[str, list[int]]) -> int:
     """dst[...] = src[...] along each dimension's index pairs; in rows that are inherited, what
     is not copied (new inputs, padding of a larger kernel) is set to zero."""
     import torch
@@ -217,10 +222,10 @@ def _identity_init(state, prefix: str, gene, tokens: list, width: int) -> list:
     its outputs (None for channels that carry something new)."""
     n = min(len(tokens), width)
     if gene.op == "conv" and gene.params["stride"] == 1:
-        _dirac(state[prefix + "0.weight"], n)
+        dirac(state[prefix + "0.weight"], n)
         if prefix + "0.bias" in state:
             state[prefix + "0.bias"][:n] = 0
-        _neutral_norm(state, prefix + "1.", n)
+        neutral_norm(state, prefix + "1.", n)
     elif gene.op == "dense":
         weight = state[prefix + "1.weight"]
         weight[:n] = 0
@@ -234,7 +239,7 @@ def _identity_init(state, prefix: str, gene, tokens: list, width: int) -> list:
             state[prefix + "conv2.weight"].zero_()
             state[prefix + "conv2.bias"].zero_()
         if prefix + "skip.weight" in state:
-            _dirac(state[prefix + "skip.weight"], n)
+            dirac(state[prefix + "skip.weight"], n)
     else:
         return [None] * width
     return list(tokens[:n]) + [None] * (width - n)
@@ -250,7 +255,7 @@ def _selection(weight, outputs: list[int], inputs: list[int]) -> None:
             weight[(j, where[parent], *(k // 2 for k in weight.shape[2:]))] = 1
 
 
-def _dirac(weight, n: int) -> None:
+def dirac(weight, n: int) -> None:
     """The first n output channels copy the first n input channels (centre tap = 1)."""
     weight[:n] = 0
     centre = tuple(k // 2 for k in weight.shape[2:])
@@ -258,7 +263,7 @@ def _dirac(weight, n: int) -> None:
         weight[(i, i, *centre)] = 1
 
 
-def _neutral_norm(state, prefix: str, n: int) -> None:
+def neutral_norm(state, prefix: str, n: int) -> None:
     """A batch norm that passes its first n channels through unchanged in eval mode."""
     if prefix + "weight" not in state:
         return

@@ -215,15 +215,25 @@ def parser() -> argparse.ArgumentParser:
 
     opt = commands.add_parser(
         "optimize", help="compress a trained model: pruning, int8 quantization, distillation",
-        description="Measure pruned, quantized and distilled variants of one trained model on "
+        description="Measure weight-pruned, channel-pruned, quantized and distilled variants of "
+        "one trained model on "
         "the run's task; prints the table and writes RUN_DIR/optimized/uid<N>/.",
     )  # fmt: skip
     opt.add_argument("run_dir", metavar="RUN_DIR")
     _add_model_choice(opt, pareto=False)
     opt.add_argument("--sparsity", type=_sparsities, default=(0.5, 0.75, 0.9), metavar="S[,S...]",
                      help="weight-pruning sparsities, each in (0, 1)")  # fmt: skip
+    opt.add_argument("--channels", type=_sparsities, default=(0.25, 0.5), metavar="F[,F...]",
+                     help="structured pruning: shares of every channel group's channels to "
+                     "remove, each in (0, 1)")  # fmt: skip
+    opt.add_argument(
+        "--importance",
+        choices=("l1", "bn", "taylor"),
+        default="l1",
+        help="which channels structured pruning keeps (default: l1)",
+    )
     opt.add_argument("--finetune-epochs", type=_count, default=2, metavar="N",
-                     help="training epochs after weight pruning")  # fmt: skip
+                     help="training epochs after weight or structured pruning")  # fmt: skip
     opt.add_argument(
         "--distill-epochs",
         type=_count,
@@ -511,7 +521,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             run.genome(known)  # an unknown uid is an error before any work
     print(f"optimizing uid {uid} of {run.path}")
     table = optimize(run.path, uid, args.sparsity, args.finetune_epochs, args.distill_epochs,
-                     args.student)  # fmt: skip
+                     args.student, channel_fractions=args.channels,
+                     importance=args.importance)  # fmt: skip
     print(table_text(table))
     print(f"\nsaved: {run.path / 'optimized' / f'uid{uid}'}")
     return 0

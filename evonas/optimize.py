@@ -5,7 +5,12 @@ one under `RUN_DIR/optimized/uid<N>/` with `table.csv`:
 
 - `original`: the trained model as the search left it;
 - `pruned-<s>`: global magnitude pruning of conv and linear weights to sparsity s, then
-  `finetune_epochs` of training with the pruned weights held at zero;
+  `finetune_epochs` of training with the pruned weights held at zero (the zeros stay in the
+  tensors: the file compresses, FLOPs and latency do not drop);
+- `channels-<f>`: structured pruning that physically removes the share f of every prunable
+  channel group (chains: of every layer), keeping the most important channels (`importance`:
+  l1, bn or taylor) in every tied layer, then `finetune_epochs` of training: a smaller dense
+  network, so FLOPs and CPU latency drop;
 - `int8-dynamic`: PyTorch dynamic quantization (int8 weights of linear layers, CPU inference;
   convolutions stay float32);
 - `distilled`: a student trained `distill_epochs` with knowledge distillation from the original:
@@ -31,10 +36,11 @@ import torch
 from torch import nn
 
 from evonas.builder import build, count_flops, latency_ms
-from evonas.genome import Genome
+from evonas.genome import Genome, save_genome
 from evonas.train import accuracy, logits_of, train
 
 SPARSITIES = (0.5, 0.75, 0.9)
+CHANNEL_FRACTIONS = (0.25, 0.5)
 
 
 def optimize(
@@ -45,6 +51,8 @@ def optimize(
     distill_epochs: int = 0,
     student: int | None = None,
     seed: int = 0,
+    channel_fractions: tuple[float, ...] = CHANNEL_FRACTIONS,
+    importance: str = "l1",
 ) -> pd.DataFrame:
     """Measure and save the compressed variants of `uid`; returns the table (one row each).
     `distill_epochs` 0 means the run's `training.epochs`."""
@@ -84,6 +92,13 @@ def optimize(
         model = _copy_of(teacher, genome, data)
         magnitude_prune(model, sparsity, data, {**settings, "epochs": finetune_epochs}, lr, seed)
         rows.append(measure(f"pruned-{sparsity:g}", model, flops_of=teacher))
+    for fraction in channel_fractions:
+        small_genome, model = prune_channels(teacher, genome, fraction, data, importance, seed)
+        if finetune_epochs > 0:
+            train(model, data.x_train, data.y_train, {**settings, "epochs": finetune_epochs},
+                  lr, seed)  # fmt: skip
+        rows.append(measure(f"channels-{fraction:g}", model))
+        save_genome(small_genome, out / f"channels-{fraction:g}.yaml")
     quantized = quantize_int8(teacher)
     if quantized is not None:
         rows.append(measure("int8-dynamic", quantized, flops_of=teacher))
@@ -156,23 +171,48 @@ def quantize_int8(model: nn.Module) -> nn.Module | None:
 def _student(run, teacher: nn.Module, genome: Genome, student: int | None, data, seed: int):
     """The student: another individual's architecture (fresh weights), or the teacher at half
     width starting from its most important channels."""
-    from evonas.inherit import inherit
-    from evonas.operators import PRUNABLE, narrower
-    from evonas.weights import plan, save_state_dict
-
     torch.manual_seed(seed)
     if student is not None:
         return build(run.genome(student), data.input_shape, data.num_classes)
-    genes = tuple(
-        g.with_params(**{PRUNABLE[g.op]: narrower(g.params[PRUNABLE[g.op]], 0.5)})
-        if g.op in PRUNABLE and g.params[PRUNABLE[g.op]] > 1
-        else g
-        for g in genome.genes
-    )
-    small = Genome(genes=genes, training=dict(genome.training))
-    model = build(small, data.input_shape, data.num_classes)
+    return prune_channels(teacher, genome, 0.5, data, "l1", seed)[1]
+
+
+def narrowed(genome: Genome, fraction: float, input_shape: tuple[int, ...]) -> Genome:
+    """The genome with the share `fraction` of the channels of every channel group that can
+    change (graphs) or of every conv and dense layer (chains) removed."""
+    from evonas.channels import channel_groups, with_width
+    from evonas.operators import PRUNABLE, narrower
+
+    if genome.is_graph:
+        genes = genome.genes
+        for group in channel_groups(genes, input_shape).prunable():
+            genes = with_width(genes, group, narrower(group.width, fraction))
+    else:
+        genes = tuple(
+            g.with_params(**{PRUNABLE[g.op]: narrower(g.params[PRUNABLE[g.op]], fraction)})
+            if g.op in PRUNABLE and g.params[PRUNABLE[g.op]] > 1
+            else g
+            for g in genome.genes
+        )
+    return Genome(genes=tuple(genes), training=dict(genome.training))
+
+
+def prune_channels(
+    model: nn.Module, genome: Genome, fraction: float, data, importance: str, seed: int
+) -> tuple[Genome, nn.Module]:
+    """Structured pruning: the narrowed genome and its (smaller) model, holding `model`'s most
+    important channels by `importance` (l1, bn or taylor) in every tied layer."""
+    from evonas.graph_inherit import inherit_graph
+    from evonas.inherit import inherit
+    from evonas.weights import plan, save_state_dict
+
+    small = narrowed(genome, fraction, data.input_shape)
+    torch.manual_seed(seed)
+    pruned = build(small, data.input_shape, data.num_classes)
     with tempfile.TemporaryDirectory() as folder:
-        source = str(Path(folder) / "teacher.pt")
-        save_state_dict(teacher, source)
-        inherit(model, small, data.input_shape, plan(small, [(0, genome, source)]), seed)
-    return model
+        source = str(Path(folder) / "original.pt")
+        save_state_dict(model, source)
+        how = plan(small, [(0, genome, source)], importance)
+        (inherit_graph if small.is_graph else inherit)(pruned, small, data.input_shape, how,
+                                                       seed, data)  # fmt: skip
+    return small, pruned

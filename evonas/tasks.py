@@ -2,7 +2,8 @@
 
 Built-in tasks: `digits` (scikit-learn's bundled 8x8 digits as 1x8x8 images), `mnist1d` (generated
 offline by the `mnist1d` package, cached on disk), `synthetic` (tiny, learnable, for tests) and
-`fashion_mnist` (IDX files, e.g. Debian's dataset-fashion-mnist). Any other name of the form
+`fashion_mnist` (IDX files, e.g. Debian's dataset-fashion-mnist; options `path`, and `limit`
+to train on the first N training images). Any other name of the form
 `pkg.module:function` is a user task: the function takes the task's `options` as keyword
 arguments and returns a mapping with `x_train`, `y_train`, `x_val`, `y_val` and optionally `x_test`,
 `y_test` (numpy arrays; x shaped (N, F), (N, C, L) or (N, C, H, W); integer labels).
@@ -147,8 +148,12 @@ def _fashion_mnist(options: dict[str, Any]) -> dict[str, np.ndarray]:
                 return root / name
         raise TaskError(f"fashion_mnist: {root / stem}[.gz] not found (set task.options.path)")
 
-    x = _read_idx(find("train-images-idx3-ubyte")).astype(np.float32)[:, None] / 255.0
-    y = _read_idx(find("train-labels-idx1-ubyte"))
+    limit = options.get("limit")  # the first N training images (the files are shuffled)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 10):
+        raise TaskError(f"task.options.limit: expected a whole number of images >= 10, got "
+                        f"{limit!r}")  # fmt: skip
+    x = _read_idx(find("train-images-idx3-ubyte"))[:limit].astype(np.float32)[:, None] / 255.0
+    y = _read_idx(find("train-labels-idx1-ubyte"))[:limit]
     x_test = _read_idx(find("t10k-images-idx3-ubyte")).astype(np.float32)[:, None] / 255.0
     y_test = _read_idx(find("t10k-labels-idx1-ubyte"))
     return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}

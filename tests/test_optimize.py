@@ -8,7 +8,7 @@ from evonas.analysis import Run
 from evonas.optimize import nonzero_params, optimize
 from tests.conftest import ROOT, cli
 
-VARIANTS = ["original", "pruned-0.5", "pruned-0.9", "int8-dynamic", "distilled"]
+VARIANTS = ["original", "pruned-0.5", "pruned-0.9", "channels-0.5", "int8-dynamic", "distilled"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,8 @@ def run(trained, tmp_path_factory):
 @pytest.fixture(scope="module")
 def optimized(run):
     uid = int(run.best()["uid"])
-    table = optimize(run.path, uid, sparsities=(0.5, 0.9), finetune_epochs=1, distill_epochs=2)
+    table = optimize(run.path, uid, sparsities=(0.5, 0.9), finetune_epochs=1, distill_epochs=2,
+                     channel_fractions=(0.5,))  # fmt: skip
     return uid, table
 
 
@@ -93,3 +94,19 @@ def test_int8_variant_of_a_model_without_float_parameters_is_measurable():
     quantized = quantize_int8(build(genome, (6,), 3).eval())
     x, y = torch.randn(10, 6), torch.zeros(10, dtype=torch.long)
     assert 0 <= accuracy(quantized, x, y) <= 1
+
+
+def test_channel_pruning_makes_a_smaller_dense_network(run, optimized):
+    """Structured pruning removes channels: parameters and FLOPs drop, and the saved genome is
+    the smaller architecture."""
+    from evonas.genome import load_genome
+
+    uid, table = optimized
+    rows = table.set_index("variant")
+    assert rows.loc["channels-0.5", "flops"] < 0.6 * rows.loc["original", "flops"]
+    assert rows.loc["channels-0.5", "params"] < 0.6 * rows.loc["original", "params"]
+    assert rows.loc["pruned-0.5", "flops"] == rows.loc["original", "flops"]  # masks only
+    small = load_genome(run.path / "optimized" / f"uid{uid}" / "channels-0.5.yaml")
+    widths = [g.params.get("width", g.params.get("units")) for g in small.genes]
+    original = [g.params.get("width", g.params.get("units")) for g in run.genome(uid).genes]
+    assert [w for w in widths if w] == [max(1, min(w - 1, round(w / 2))) for w in original if w]

@@ -11,7 +11,8 @@ PACKAGE = ROOT / "evonas"
 TORCH_FREE = ["evonas.evolve", "evonas.launch", "evonas.ledger", "evonas.strategies",
               "evonas.operators", "evonas.spaces", "evonas.genome", "evonas.store",
               "evonas.records", "evonas.objectives", "evonas.weights", "evonas.config",
-              "evonas.reporters", "evonas.parallel", "evonas.pools", "evonas.seeds"]  # fmt: skip
+              "evonas.reporters", "evonas.parallel", "evonas.pools", "evonas.seeds",
+              "evonas.graph", "evonas.channels", "evonas.graph_operators"]  # fmt: skip
 
 
 def imports_of(path) -> set[str]:

@@ -75,10 +75,12 @@ class _Union:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.fixed: list[str | None] = []
+        self.width: list[int] = []
 
-    def new(self, fixed: str | None = None) -> int:
+    def new(self, width: int, fixed: str | None = None) -> int:
         self.parent.append(len(self.parent))
         self.fixed.append(fixed)
+        self.width.append(width)
         return len(self.parent) - 1
 
     def find(self, a: int) -> int:
@@ -103,7 +105,9 @@ def channel_groups(genes: Sequence[Gene], input_shape: Sequence[int]) -> Channel
     shapes = dict(zip((g.id for g in genes), graph_shapes(genes, input_shape)))
     shapes[INPUT] = tuple(input_shape)
     sets = _Union()
-    layouts: dict[int, tuple[Segment, ...]] = {INPUT: ((sets.new("the network's input"), 1),)}
+    layouts: dict[int, tuple[Segment, ...]] = {
+        INPUT: ((sets.new(input_shape[0], "the network's input"), 1),)
+    }
     producers: dict[int, str] = {}  # gene id -> "producer" | "depthwise"
     for gene in genes:
         inputs = [layouts[i] for i in gene.inputs]
@@ -115,21 +119,21 @@ def channel_groups(genes: Sequence[Gene], input_shape: Sequence[int]) -> Channel
 
 def _layout(gene, inputs, shapes, sets: _Union, producers) -> tuple[Segment, ...]:
     op, first = gene.op, inputs[0]
-    in_shape = shapes[gene.inputs[0]]
+    in_shape, width = shapes[gene.inputs[0]], shapes[gene.id][0]
     if op == "convolution":
         if gene.params["groups"] == 1:
             producers[gene.id] = "producer"
-            return ((sets.new(), 1),)
+            return ((sets.new(width), 1),)
         if is_depthwise(gene, in_shape[0]) and _plain(first):
             producers[gene.id] = "depthwise"
             return first
         producers[gene.id] = "producer"
         why = f"grouped convolution {gene.id} (groups={gene.params['groups']})"
         _fix_all(sets, inputs, why)
-        return ((sets.new(why), 1),)
+        return ((sets.new(width, why), 1),)
     if op == "linear":
         producers[gene.id] = "producer"
-        return ((sets.new(), 1),)
+        return ((sets.new(width), 1),)
     if op in PASS_THROUGH:
         return first
     if op == "flatten":
@@ -144,7 +148,7 @@ def _layout(gene, inputs, shapes, sets: _Union, producers) -> tuple[Segment, ...
         return tied[0] if tied else first
     why = f"{op} {gene.id}"  # reshape: the layout of its output is not followed
     _fix_all(sets, inputs, why)
-    return ((sets.new(why), 1),)
+    return ((sets.new(width, why), 1),)
 
 
 def _plain(layout: tuple[Segment, ...]) -> bool:
@@ -158,9 +162,14 @@ def _fix_all(sets: _Union, layouts, why: str) -> None:
 
 
 def _tie(sets: _Union, layouts, why: str) -> None:
-    """Tie tensors that are added: segment by segment where they are laid out alike."""
+    """Tie tensors that are added: segment by segment where they are laid out alike (the same
+    widths and repeats in the same order); otherwise their groups are fixed."""
     first = layouts[0] if layouts else ()
-    alike = all(len(lay) == len(first) and all(a[1] == b[1] for a, b in zip(lay, first))
+
+    def same(a: Segment, b: Segment) -> bool:
+        return a[1] == b[1] and sets.width[sets.find(a[0])] == sets.width[sets.find(b[0])]
+
+    alike = all(len(lay) == len(first) and all(same(a, b) for a, b in zip(lay, first))
                 for lay in layouts)  # fmt: skip
     if not alike:
         _fix_all(sets, layouts, why)

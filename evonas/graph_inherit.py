@@ -27,7 +27,7 @@ from evonas.channels import PASS_THROUGH, ChannelGroup, Channels, channel_groups
 from evonas.genome import Genome, parse_genome
 from evonas.graph import INPUT, graph_shapes
 from evonas.importance import saliencies
-from evonas.inherit import copy_along, dirac, input_map, neutral_norm
+from evonas.inherit import copy_along, dirac, input_map, neutral_norm, tap_pairs
 from evonas.weights import load_state_dict
 
 WEIGHTED = ("convolution", "linear", "batch_norm")
@@ -72,10 +72,16 @@ class _Parent:
 
 
 def _expand(layout, group_tokens: dict[int, list]) -> list:
-    """Tokens of a tensor from its layout: a flattened group repeats each channel's token."""
+    """Tokens of a tensor from its layout: a flattened group repeats each channel's token, and a
+    channel concatenated more than once is told apart by its occurrence (a concat-pool head)."""
     out: list = []
+    seen: dict = {}
     for group, repeat in layout:
         for token in group_tokens[group]:
+            if token is not None:
+                again = seen.get(token, 0)
+                seen[token] = again + 1
+                token = (token, "again", again) if again else token
             if repeat == 1:
                 out.append(token)
             else:
@@ -232,9 +238,9 @@ def _regroup(dst, src, maps, to_depthwise: bool) -> int:
     """Weights of a convolution whose groups changed between dense (groups 1) and depthwise:
     a depthwise filter is the dense filter's diagonal, a dense one has the depthwise filters on
     its diagonal and zeros elsewhere (the same function)."""
-    common = [min(a, b) for a, b in zip(dst.shape[2:], src.shape[2:])]
-    taps = _centred(dst.shape[2:], common)
-    src_taps = _centred(src.shape[2:], common)
+    pairs = [tap_pairs(a, b) for a, b in zip(dst.shape[2:], src.shape[2:])]
+    taps = [slice(p[0][0], p[-1][0] + 1) for p in pairs]
+    src_taps = [slice(p[0][1], p[-1][1] + 1) for p in pairs]
     copied = 0
     for j, i in enumerate(maps["out"][: dst.shape[0]]):
         if i < 0 or i >= src.shape[0]:
@@ -251,11 +257,6 @@ def _regroup(dst, src, maps, to_depthwise: bool) -> int:
                     dst[(j, c, *taps)] = src[(i, 0, *src_taps)]
                     copied += src[i].numel()
     return copied
-
-
-def _centred(sizes, common) -> list[slice]:
-    """The centred window of `common` taps in a kernel of `sizes` taps."""
-    return [slice((d - n) // 2, (d - n) // 2 + n) for d, n in zip(sizes, common)]
 
 
 def _init_new(state, prefix: str, gene, identity: bool, zero: bool) -> None:

@@ -360,9 +360,10 @@ def crossover(a: Genome, b: Genome, space: GraphSpace, rng: random.Random) -> Ge
             continue
         if rng.random() < 0.5:
             keep = {"channels", "features", "groups"}  # widths follow their group, below
-            genes[index] = gene.with_params(
-                **{k: v for k, v in other.params.items() if k not in keep}
-            )
+            taken = {k: v for k, v in other.params.items() if k not in keep}
+            # b's parameters as b has them (an activation's extras belong to its function)
+            params = {**{k: gene.params[k] for k in keep if k in gene.params}, **taken}
+            genes[index] = replace(gene, params=parse_graph_params(params, gene.op, "b")[0])
     try:
         groups = channel_groups(genes, space.input_shape).groups
         b_groups = channel_groups(b.genes, space.input_shape)

@@ -197,8 +197,7 @@ def copy_along(dst, src, roles: tuple[str, ...], maps: dict[str, list[int]]) -> 
     for d, role in enumerate(roles):
         n_dst, n_src = dst.shape[d], src.shape[d]
         if role == "tap":  # kernel taps: centre the smaller kernel in the larger one
-            n = min(n_dst, n_src)
-            pairs = [((n_dst - n) // 2 + i, (n_src - n) // 2 + i) for i in range(n)]
+            pairs = tap_pairs(n_dst, n_src)
         elif role == "keep":
             pairs = [(i, i) for i in range(min(n_dst, n_src))]
         else:
@@ -215,6 +214,14 @@ def copy_along(dst, src, roles: tuple[str, ...], maps: dict[str, list[int]]) -> 
     grids = torch.meshgrid(*dst_index, indexing="ij")
     dst.index_put_(grids, block.to(dst.dtype))
     return block.numel()
+
+
+def tap_pairs(n_dst: int, n_src: int) -> list[tuple[int, int]]:
+    """(child tap, parent tap) pairs that read the same input position when a kernel of `n_src`
+    taps becomes one of `n_dst`, both padded as PyTorch pads 'same' (the centre tap of an even
+    kernel is the one left of the middle, as its left padding is the smaller)."""
+    shift = (n_dst - 1) // 2 - (n_src - 1) // 2
+    return [(i + shift, i) for i in range(n_src) if 0 <= i + shift < n_dst]
 
 
 def _identity_init(state, prefix: str, gene, tokens: list, width: int) -> list:

@@ -1,7 +1,8 @@
 """Variation operators, their registry, and `Variation`, which draws them by weight.
 
 A mutation is `op(genome, space, rng) -> genome`; a crossover is `op(a, b, space, rng) -> genome`.
-Every operator returns a feasible genome (it ends in `space.repair`), keeps the ids of the genes it
+Every operator returns a feasible genome (chain operators end in `space.repair`; graph operators
+return their input when the child would not be valid), keeps the ids of the genes it
 carries over and gives new ids to new genes. An operator may return its input unchanged when it
 does not apply (e.g. removing a layer from a one-layer genome); `Variation` then tries again.
 

@@ -318,3 +318,74 @@ def test_graph_limits_and_graph_only_settings_are_checked_before_the_run(tmp_pat
     assert not (tmp_path / "runs" / "x").exists()
     with pytest.raises(ConfigError, match="space.max_width: only for space.kind: graph"):
         resolve(overrides={"space.max_width": 64})
+
+
+# --- corner cases found in review ----------------------------------------------------------------
+
+
+def _small(tmp_path, layers, shape=(3, 8, 8)):
+    genome = parse_genome({"layers": layers, "training": {"lr": 0.01}})
+    torch.manual_seed(0)
+    model = with_statistics(build(genome, shape, 10)).eval()
+    path = tmp_path / "parent.pt"
+    save_state_dict(model, path)
+    return genome, model, str(path), shape
+
+
+CONV = {"op": "convolution", "channels": 4, "kernel": 3, "padding": 1}
+CONCAT_POOL = [  # the same channels concatenated twice, as a concat-pool head does
+    {"id": 1, **CONV}, {"id": 2, "op": "batch_norm"},
+    {"id": 3, "op": "activation", "function": "relu"},
+    {"id": 4, "op": "adaptive_max_pool", "size": 1, "inputs": [3]},
+    {"id": 5, "op": "adaptive_avg_pool", "size": 1, "inputs": [3]},
+    {"id": 6, "op": "concat", "inputs": [4, 5]}, {"id": 7, "op": "flatten"},
+    {"id": 8, "op": "linear", "features": 10},
+]  # fmt: skip
+ADD_OF_CONCATS = [  # 4+4 channels added to 2+6: laid out differently, so nothing can narrow
+    {"id": 1, **CONV, "inputs": [0]}, {"id": 2, **CONV, "inputs": [0]},
+    {"id": 3, **CONV, "channels": 2, "inputs": [0]},
+    {"id": 4, **CONV, "channels": 6, "inputs": [0]},
+    {"id": 5, "op": "concat", "inputs": [1, 2]}, {"id": 6, "op": "concat", "inputs": [3, 4]},
+    {"id": 7, "op": "add", "inputs": [5, 6]}, {"id": 8, "op": "global_avg_pool"},
+    {"id": 9, "op": "linear", "features": 10},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("layers", [CONCAT_POOL, ADD_OF_CONCATS], ids=["concat_pool", "add"])
+def test_inserting_anywhere_in_concatenations_leaves_outputs_unchanged(tmp_path, layers):
+    genome, parent, path, shape = _small(tmp_path, layers)
+    x = torch.randn(4, *shape)
+    for seed in range(8):
+        child = OPERATORS["graph", "insert_gene"].fn(genome, space_for(shape), random.Random(seed))
+        model, _ = child_model(child, genome, path, shape)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), parent(x), atol=1e-5, rtol=0)
+
+
+def test_differently_composed_adds_fix_their_groups():
+    genome = parse_genome({"layers": ADD_OF_CONCATS})
+    groups = channel_groups(genome.genes, (3, 8, 8))
+    assert [g.fixed for g in groups.groups[1:5]] == ["add 7 of differently composed tensors"] * 4
+
+
+def test_an_even_same_padded_kernel_grows_without_changing_the_function(tmp_path):
+    layers = [{"id": 1, "op": "convolution", "channels": 4, "kernel": 2, "padding": "same"},
+              {"id": 2, "op": "global_avg_pool"},
+              {"id": 3, "op": "linear", "features": 10}]  # fmt: skip
+    genome, parent, path, shape = _small(tmp_path, layers)
+    x = torch.randn(4, *shape)
+    for kernel in (3, 4, 5):
+        child = parse_genome({"layers": [{**layers[0], "kernel": kernel}, *layers[1:]]})
+        model, _ = child_model(child, genome, path, shape)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), parent(x), atol=1e-5, rtol=0)
+
+
+def test_crossover_of_different_activations_gives_a_genome_that_reads_back():
+    genome, _, shape = imported("resnet18")
+    space = GraphSpace(shape, 10, activations=("elu", "leaky_relu"))
+    other = OPERATORS["graph", "change_activation"].fn(genome, space, random.Random(0))
+    for seed in range(20):
+        for a, b in ((genome, other), (other, genome)):
+            child = OPERATORS["graph", "crossover"].fn(a, b, space, random.Random(seed))
+            assert parse_genome(child.to_dict()) == child

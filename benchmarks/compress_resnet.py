@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evonas.builder import count_flops, count_params  # noqa: E402
+from evonas.builder import count_flops, count_params, latency_ms  # noqa: E402
 from evonas.config import resolve  # noqa: E402
 from evonas.importer import import_model, write_import  # noqa: E402
 from evonas.tasks import TaskError, load_task  # noqa: E402
@@ -66,6 +66,7 @@ def train_original(folder: Path, spec: dict, epochs: int, lr: float) -> dict[str
     return {
         "params": count_params(rebuilt),
         "flops": count_flops(rebuilt, data.input_shape),
+        "latency_ms": latency_ms(rebuilt, data.input_shape),
         "val_accuracy": accuracy(rebuilt, *tensors[:2]),
         "test_accuracy": accuracy(rebuilt, *tensors[2:]),
     }
@@ -149,15 +150,15 @@ def main() -> None:
         )
     front = result.pareto.sort_values("params")
     rows = [{"method": "original", "params": original["params"], "flops": original["flops"],
-             "val_accuracy": original["val_accuracy"],
+             "latency_ms": original["latency_ms"], "val_accuracy": original["val_accuracy"],
              "test_accuracy": original["test_accuracy"]}]  # fmt: skip
     for _, row in front.iterrows():
         rows.append({"method": f"search uid {int(row['uid'])} (gen {int(row['generation'])})",
-                     **{k: row[k] for k in ("params", "flops", "val_accuracy",
+                     **{k: row[k] for k in ("params", "flops", "latency_ms", "val_accuracy",
                                             "test_accuracy")}})  # fmt: skip
     for _, row in pruned[pruned["variant"].str.startswith("channels-")].iterrows():
         rows.append({"method": f"optimize {row['variant']}",
-                     **{k: row[k] for k in ("params", "flops", "val_accuracy",
+                     **{k: row[k] for k in ("params", "flops", "latency_ms", "val_accuracy",
                                             "test_accuracy")}})  # fmt: skip
     table = pd.DataFrame(rows)
     table["params_share"] = (table["params"] / original["params"]).round(3)

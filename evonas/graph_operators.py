@@ -252,10 +252,9 @@ def add_skip(genome: Genome, space: GraphSpace, rng: random.Random) -> Genome:
 def _resize_group(genome: Genome, space: GraphSpace, rng: random.Random, narrow: float | None):
     if not genome.is_graph:
         return genome
-    groups = channel_groups(genome.genes, space.input_shape).prunable()
-    if narrow is None:
-        groups += [g for g in channel_groups(genome.genes, space.input_shape).groups
-                   if g.fixed is None and g.width == 1]  # fmt: skip
+    # narrowing needs two channels or more; widening any group that can change
+    groups = [g for g in channel_groups(genome.genes, space.input_shape).groups
+              if g.fixed is None and (g.width > 1 or narrow is None)]  # fmt: skip
     if not groups:
         return genome
     group = rng.choice(groups)

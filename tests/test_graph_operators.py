@@ -3,6 +3,7 @@
 import random
 from functools import cache
 
+import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -272,7 +273,8 @@ def test_other_importances_choose_channels_deterministically(tmp_path, select):
 # --- a search around a seed ----------------------------------------------------------------------
 
 
-def test_a_graph_search_evolves_an_imported_model_with_inherited_weights(tmp_path):
+def graph_search_config(tmp_path):
+    """A small NSGA-II search around an imported ResNet-18, children inheriting weights."""
     model, _ = model_zoo.trained("resnet18", steps=10)
     genome, rebuilt, header = import_model(model, (3, 16, 16), source="resnet18")
     write_import(genome, rebuilt, header, tmp_path / "resnet18.yaml")
@@ -281,12 +283,17 @@ def test_a_graph_search_evolves_an_imported_model_with_inherited_weights(tmp_pat
         "space": {"kind": "graph"},
         "training": {"epochs": 1, "finetune_epochs": 1, "batch_size": 64,
                      "inherit_weights": True},
-        "search": {"population": 4, "generations": 2, "seed_fill": "mutate",
+        "search": {"population": 4, "generations": 2, "seed_fill": "mutate",  # 12 evaluations
                    "seed_genomes": [str(tmp_path / "resnet18.yaml")], "strategy": "nsga2",
                    "objectives": [{"name": "val_accuracy", "goal": "max"},
                                   {"name": "params", "goal": "min"}]},
         "parallel": {"backend": "inline"},
     }  # fmt: skip
+    return config
+
+
+def test_a_graph_search_evolves_an_imported_model_with_inherited_weights(tmp_path):
+    config = graph_search_config(tmp_path)
     run = evonas.search(config, name="graph", runs_dir=tmp_path / "runs", log=None)
     people = run.individuals
     assert (people["status"] == "ok").all(), people["error"].tolist()
@@ -389,3 +396,22 @@ def test_crossover_of_different_activations_gives_a_genome_that_reads_back():
         for a, b in ((genome, other), (other, genome)):
             child = OPERATORS["graph", "crossover"].fn(a, b, space, random.Random(seed))
             assert parse_genome(child.to_dict()) == child
+
+
+def test_a_stopped_graph_search_resumes_to_the_uninterrupted_history(tmp_path):
+    """Stopped at a generation boundary and resumed, a graph search with inherited weights
+    breeds, trains and scores exactly what an uninterrupted one does (timings aside)."""
+    from tests.test_evolve import resume_to_end
+
+    config = graph_search_config(tmp_path)
+    runs = tmp_path / "runs"
+    evonas.search(config, name="reference", runs_dir=runs, log=None)
+    limited = {**config, "search": {**config["search"], "max_evaluations": 5}}
+    stopped = evonas.search(limited, name="stopped", runs_dir=runs, log=None)
+    assert len(stopped.individuals) == 4  # generation 0 only: the limit stops at a boundary
+    assert resume_to_end(runs / "stopped", **{"search.max_evaluations": 0}).state == "finished"
+    columns = ["uid", "generation", "genome", "parents", "operator", "status", "params", "flops",
+               "inherited_share", "val_accuracy"]  # fmt: skip
+    reference, resumed = (evonas.load_run(runs / name).individuals[columns]
+                          for name in ("reference", "stopped"))  # fmt: skip
+    pd.testing.assert_frame_equal(resumed, reference)

@@ -328,9 +328,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from evonas.launch import resume_search
+    from evonas.launch import nothing_to_resume, resume_search
 
     console = Console()
+    done = nothing_to_resume(args.run_dir, _limit_changes(args))
+    if done:  # a finished run stays exactly as it is
+        console.line(f"evonas: {done}")
+        return 0
     evolution = resume_search(args.run_dir, _limit_changes(args), log=console.line, progress=None)
     console.line(f"evonas: resuming {args.run_dir}")
     return _drive(evolution, console)

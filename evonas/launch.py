@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -25,13 +26,13 @@ import yaml
 
 from evonas import seeds as seed_files
 from evonas.config import RESUMABLE, Config, ConfigError, resolve, validate
-from evonas.evolve import Evolution
+from evonas.evolve import FINISHED, Evolution
 from evonas.objectives import pareto_front
 from evonas.plots import write_generation_plots
 from evonas.reporters import LogReporter, PlotReporter, ProgressReporter, Reporter, Reporters
 from evonas.seeds import Seed
 from evonas.spaces import Space, make_space
-from evonas.store import RunDirError, Store
+from evonas.store import RunDirError, Store, open_readonly, read_meta
 from evonas.tasks import TaskInfo
 
 Echo = Callable[[str], None]
@@ -142,6 +143,24 @@ def start_search(
     store = Store.create(run_dir, config.to_dict())
     seed_files.store(chosen, Path(run_dir))
     return _session(config, store, space, info, log, progress)
+
+
+def nothing_to_resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> str | None:
+    """Why resuming `run_dir` with `changes` would do nothing (a finished run that is not given
+    more generations), found without writing; None when there is something to do."""
+    db = open_readonly(run_dir)
+    try:
+        meta = read_meta(db)
+    except sqlite3.DatabaseError:
+        return None  # resume_search says what is wrong with the journal
+    finally:
+        db.close()
+    done = meta.get("config", {}).get("search", {}).get("generations")
+    wanted = (changes or {}).get("search.generations")
+    if meta.get("state") != FINISHED or done is None or (wanted is not None and wanted > done):
+        return None
+    return (f"{run_dir}: finished (all {done} generations); nothing to do "
+            f"(resume with --generations N, N > {done}, to go on)")  # fmt: skip
 
 
 def resume_search(

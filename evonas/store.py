@@ -285,8 +285,20 @@ def read_table(db: sqlite3.Connection, table: str, order_by: str) -> pd.DataFram
 
 
 def open_readonly(run_dir: str | Path) -> sqlite3.Connection:
-    """Open a run's journal read-only (safe while its writer is still running)."""
+    """Open a run's journal read-only: safe while its writer is still running, and, when none
+    is and nothing waits in the write-ahead log, without creating a file (so reading leaves the
+    run byte-identical, and works on read-only media)."""
     path = Path(run_dir) / JOURNAL
     if not path.exists():
         raise RunDirError(f"{run_dir}: no {JOURNAL} here; is this a run directory?")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    wal = path.with_name(path.name + "-wal")
+    settled = not is_locked(run_dir) and not (wal.exists() and wal.stat().st_size > 0)
+    mode = "immutable=1" if settled else "mode=ro"
+    return sqlite3.connect(f"file:{quote_path(path)}?{mode}", uri=True, timeout=30)
+
+
+def quote_path(path: Path) -> str:
+    """A path as the file: URI SQLite reads (so '?' and '#' in names stay part of the name)."""
+    from urllib.parse import quote as url_quote
+
+    return url_quote(str(path.resolve()))

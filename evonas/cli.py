@@ -15,6 +15,7 @@ from pathlib import Path
 from evonas import __version__
 from evonas.analysis import RunLookupError
 from evonas.config import BACKENDS, EXPORT_FORMATS, ConfigError, preset_names, resolve
+from evonas.devices import LeaseDirError
 from evonas.genome import GenomeError
 from evonas.importer import UnsupportedModelError
 from evonas.plugins import PluginError
@@ -23,7 +24,7 @@ from evonas.tasks import TaskError
 from evonas.weights import UnsafeFileError
 
 USER_ERRORS = (ConfigError, GenomeError, PluginError, RunDirError, TaskError, UnsafeFileError,
-               RunLookupError, UnsupportedModelError)  # fmt: skip
+               RunLookupError, UnsupportedModelError, LeaseDirError)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -51,6 +52,36 @@ def lease_dir() -> str:
     )
 
 
+class LeaseDirError(ValueError):
+    """A lease folder that another user could tamper with; the message says why."""
+
+
+def private_folder(folder: str | Path) -> Path:
+    """The lease folder, created with mode 0700 if new; refused when it is a symlink or not a
+    folder, belongs to another user, or others may write into it (they could plant lock files
+    or links there)."""
+    path = Path(folder)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    where = f"GPU lease folder {path} (EVONAS_LEASE_DIR)"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise LeaseDirError(f"{where}: a symlink or not a folder; refusing to use it")
+    if info.st_uid != os.getuid():
+        raise LeaseDirError(f"{where}: owned by uid {info.st_uid}, not by you ({os.getuid()})")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise LeaseDirError(f"{where}: others may write into it (mode {info.st_mode & 0o777:o})")
+    return path
+
+
+def _lock_file(path: Path) -> IO:
+    """A lock file opened for appending, never through a symlink someone planted."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "a")
+
+
 def lease(gpus: list[str], per_gpu: int, folder: str) -> str | None:
     """This worker's GPU: the one it already leased, else the first free slot. None when every
     slot is taken: the worker then sees no GPU and stays on the CPU for its lifetime (it may have
@@ -64,11 +95,11 @@ def lease(gpus: list[str], per_gpu: int, folder: str) -> str | None:
         if _LEASE[2] is not None:
             _LEASE[2].close()  # a warm worker serving another run: give its slot back
         _LEASE = None
-    os.makedirs(folder, exist_ok=True)
+    folder_path = private_folder(folder)
     for slot in range(per_gpu):
         for gpu in gpus:
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu)
-            handle = open(Path(folder) / f"gpu{name}-{slot}.lock", "a")  # noqa: SIM115 - held
+            handle = _lock_file(folder_path / f"gpu{name}-{slot}.lock")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -100,4 +131,6 @@ def placement(parallel: Parallel) -> Placement:
     local = parallel.backend in ("loky", "inline") or not parallel.address
     settings = {"gpus": list(gpus), "per_gpu": parallel.evaluations_per_gpu, "folder": lease_dir()}
     lease = settings if gpus and local else None
+    if lease:  # checked in the parent, before the run exists, as well as in each worker
+        private_folder(settings["folder"])
     return Placement(gpus, "gpu" if gpus else "cpu", lease, {"GPU": 1} if gpus else None)

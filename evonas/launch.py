@@ -78,8 +78,8 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
             f"parallel.backend: {parallel.backend} needs the {package} package: "
             f"pip install 'evonas[{parallel.backend}]'"
         )
+    where = placement(parallel)  # GPUs, and a lease folder others cannot tamper with
     if parallel.address:  # an unreachable cluster is an error before the run exists
-        where = placement(parallel)
         make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries, parallel.address,
                   where.resources)  # fmt: skip
     return space, info, chosen

@@ -46,3 +46,38 @@ def test_a_finished_run_given_more_generations_goes_on(finished, tmp_path):
     result = cli("resume", str(copy), "--generations", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert load_run(copy).individuals["generation"].max() == 3
+
+
+def test_the_gpu_lease_folder_is_private_and_lock_files_never_follow_links(tmp_path):
+    import os
+
+    from evonas.devices import LeaseDirError, lease, private_folder
+
+    folder = private_folder(tmp_path / "leases")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(LeaseDirError, match="symlink"):
+        private_folder(tmp_path / "link")
+    open_to_all = tmp_path / "shared"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(LeaseDirError, match="others may write"):
+        private_folder(open_to_all)
+    planted = tmp_path / "victim.txt"
+    planted.write_text("keep me")
+    os.symlink(planted, folder / "gpu7-0.lock")  # another user's trap
+    with pytest.raises(OSError):
+        lease(["7"], 1, str(folder))
+    assert planted.read_text() == "keep me"
+
+
+def test_an_unsafe_lease_folder_is_a_one_line_error_before_the_run(tmp_path, monkeypatch):
+    (tmp_path / "tiny.yaml").write_text(tiny_config_yaml())
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    monkeypatch.setenv("EVONAS_LEASE_DIR", str(tmp_path / "open"))
+    result = cli("search", "--config", "tiny.yaml", "--name", "x", "--runs-dir", "runs",
+                 "--set", "parallel.devices=0", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "others may write" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs" / "x").exists()

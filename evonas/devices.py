@@ -9,6 +9,7 @@ before CUDA initialises. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -61,10 +62,8 @@ def private_folder(folder: str | Path) -> Path:
     folder, belongs to another user, or others may write into it (they could plant lock files
     or links there)."""
     path = Path(folder)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     info = os.lstat(path)
     where = f"GPU lease folder {path} (EVONAS_LEASE_DIR)"
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):

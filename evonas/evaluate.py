@@ -55,11 +55,24 @@ def evaluate(job: Job) -> Result:
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
-        status, error, metrics = _status_of(exc), _one_line(exc), {}
-        trace = traceback.format_exc(limit=8)
-    return Result(job.uid, status, error, metrics, worker=str(os.getpid()),
-                  device=_device_name(job, gpu), gpu=gpu, started_at=started,
-                  finished_at=time.time(), traceback=trace)  # fmt: skip
+        status, error, metrics, trace = _failure(exc)
+    try:
+        device = _device_name(job, gpu)
+    except Exception:  # e.g. torch cannot be imported any more: memory is exhausted
+        device = "unknown"
+    return Result(job.uid, status, error, metrics, worker=str(os.getpid()), device=device,
+                  gpu=gpu, started_at=started, finished_at=time.time(),
+                  traceback=trace)  # fmt: skip
+
+
+def _failure(exc: BaseException) -> tuple[str, str, dict, str | None]:
+    """Status, one-line message, no metrics and a short traceback of a failed evaluation. It
+    imports nothing: when memory is exhausted, an import here would fail too (and escape)."""
+    status = _status_of(exc)
+    try:
+        return status, _one_line(exc), {}, traceback.format_exc(limit=8)
+    except BaseException:  # describing the failure failed too (no memory left for the text)
+        return status, type(exc).__name__, {}, None
 
 
 def _device_name(job: Job, gpu: str | None) -> str:
@@ -84,12 +97,14 @@ def _evaluate(job: Job) -> dict[str, float]:
 
 
 def _status_of(exc: BaseException) -> str:
-    from evonas.train import TimeBudgetExceeded
-
-    if isinstance(exc, EvaluationTimeout | TimeBudgetExceeded):
+    # by class name: evonas.train and torch are not imported here (see _failure)
+    name = type(exc).__name__
+    if isinstance(exc, EvaluationTimeout) or name == "TimeBudgetExceeded":
         return TIMEOUT
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return OOM  # torch.cuda.OutOfMemoryError, without importing torch here
+    if isinstance(exc, MemoryError) or name == "OutOfMemoryError":
+        return OOM  # torch.cuda.OutOfMemoryError too
+    if isinstance(exc, ImportError) and "failed to map segment" in str(exc):
+        return OOM  # a library could not be loaded: the address space is exhausted
     return FAILED
 
 

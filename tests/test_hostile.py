@@ -81,3 +81,40 @@ def test_an_unsafe_lease_folder_is_a_one_line_error_before_the_run(tmp_path, mon
                  "--set", "parallel.devices=0", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "others may write" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs" / "x").exists()
+
+
+HUNGRY = '''
+def evaluate(genome, seed, training):
+    """Every other evaluation eats memory, 64 MB at a time, until there is none left."""
+    if seed % 2:
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 * 2**20))
+    return {"val_accuracy": (seed % 97) / 97, "params": 1000.0 + seed % 89}
+'''
+
+
+@pytest.mark.slow
+def test_an_evaluator_exhausting_memory_fails_its_evaluations_not_the_run(tmp_path):
+    """Under an address-space limit (ulimit -v) in every process, the evaluations that exhaust
+    memory are journaled as oom and the run finishes."""
+    import resource
+    import subprocess
+    import sys
+
+    (tmp_path / "hungry.py").write_text(HUNGRY)
+    (tmp_path / "tiny.yaml").write_text(tiny_config_yaml())
+    limit = 3 * 2**30  # numpy, pandas and the loop fit; a hoard of memory does not
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    command = [sys.executable, "-m", "evonas", "search", "--config", "tiny.yaml", "--name", "m",
+               "--runs-dir", "runs", "--n-jobs", "2",
+               "--set", f"training.evaluator={tmp_path / 'hungry.py'}:evaluate"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          preexec_fn=limited)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    people = load_run(tmp_path / "runs" / "m").individuals
+    assert set(people["status"]) == {"ok", "oom"}, people[["status", "error"]]
+    assert (people["status"] == "oom").sum() >= 2

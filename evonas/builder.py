@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from evonas.genome import Genome, parse_genome
+from evonas.genome import Genome, GenomeError, parse_genome
 from evonas.graph_module import build_graph
 from evonas.train import device_of
 
@@ -101,6 +101,25 @@ class Head(nn.Module):
         return self.linear(self.flatten(self.pool(x)))
 
 
+MAX_PARAMS = 2**31  # 8 GiB of float32 weights: beyond it a genome is a typo or a crafted file
+
+
+def _check_size(genome: Genome, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Refuse, before allocating anything, a network of more than MAX_PARAMS parameters."""
+    from evonas.graph import graph_params
+    from evonas.spaces import param_count
+
+    try:
+        if genome.is_graph:
+            params = graph_params(genome.genes, input_shape)
+        else:
+            params = param_count(genome, input_shape, num_classes)
+    except ValueError:
+        return  # shape errors are reported by the build itself, naming the gene
+    if params > MAX_PARAMS:
+        raise GenomeError(f"genome: {params:,} parameters; evonas builds at most {MAX_PARAMS:,}")
+
+
 def build(
     genome: Genome | dict[str, Any], input_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
@@ -109,6 +128,7 @@ def build(
         genome = parse_genome(genome)
     if genome.genes and genome.genes[0].op == "edge":
         return build_nb201(genome, input_shape, num_classes)
+    _check_size(genome, tuple(input_shape), num_classes)
     if genome.is_graph:
         return build_graph(genome, tuple(input_shape), num_classes)
     shape = tuple(input_shape)

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from evonas.graph import MAX_SIZE
 from evonas.objectives import Objective
 
 
@@ -97,7 +98,14 @@ Number = Annotated[float, BeforeValidator(_number)]
 Fraction = Annotated[float, BeforeValidator(_number), AfterValidator(_fraction)]
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
-Choices = Annotated[list[Annotated[int, Field(gt=0)]], AfterValidator(_not_empty)]
+# Bounds on sizes with no sane use beyond them: a typo (an extra zero or three) must not
+# allocate terabytes or run for a century.
+MAX_CHANNELS = MAX_SIZE  # channels of a layer, units of a dense layer
+MAX_POPULATION = 100_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_048_576
+MAX_LAYERS = 1_000
+Choices = Annotated[list[Annotated[int, Field(gt=0, le=MAX_CHANNELS)]], AfterValidator(_not_empty)]
 
 
 class Section(BaseModel):
@@ -126,7 +134,7 @@ class Space(Section):
         description="sequential (macro space) | nb201 (cell) | graph (around seed graphs)",
     )
     min_layers: Count = 1
-    max_layers: Positive = 6
+    max_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] = 6
     ops: Annotated[list[LayerOp], AfterValidator(_not_empty)] = list(LAYER_OPS)
     widths: Choices = [8, 16, 32, 64]
     kernels: Choices = [3, 5, 7]
@@ -166,13 +174,17 @@ class Space(Section):
 class Training(Section):
     evaluator: str = Field("builtin", description="builtin | pkg.module:function | file.py:fn")
     optimizer: OptimizerName = "adam"
-    epochs: Positive = Field(5, description="epochs of a model trained from scratch")
-    batch_size: Positive = 64
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
+        5, description="epochs of a model trained from scratch"
+    )
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 64
     weight_decay: Number = Field(0.0, ge=0)
     threads: Positive = Field(1, description="torch threads per evaluation")
     timeout: Number = Field(0.0, ge=0, description="seconds per evaluation; 0 = none")
     save_weights: bool = True
-    finetune_epochs: Count = Field(1, description="epochs of an inherited child or a seed")
+    finetune_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = Field(
+        1, description="epochs of an inherited child or a seed"
+    )
     inherit_weights: bool = False
     prune_importance: Literal["l1", "bn", "taylor"] = Field(
         "l1",
@@ -194,7 +206,7 @@ class Training(Section):
 class Search(Section):
     strategy: StrategyName = Field("auto", description="auto: nsga2 for several objectives, "
                                    "else local")  # fmt: skip
-    population: int = Field(12, ge=2)
+    population: int = Field(12, ge=2, le=MAX_POPULATION)
     offspring: Count = Field(0, description="children per generation; 0 = the strategy's default")
     generations: Count = Field(5, description="generations after generation 0")
     objectives: Annotated[list[Objective], AfterValidator(_not_empty)] = [

@@ -21,6 +21,8 @@ from evonas.graph import (
     GRAPH_ONLY_OPS,
     GRAPH_OPS,
     INPUT,
+    MAX_GENES,
+    MAX_SIZE,
     OUTPUT_FUNCTIONS,
     GraphError,
     canonical,
@@ -192,6 +194,8 @@ def parse_genome(data: Any, where: str = "genome") -> Genome:
     layers = data.get("layers")
     if not isinstance(layers, list):
         raise GenomeError(f"{where}.layers: expected a list of layers")
+    if len(layers) > MAX_GENES:
+        raise GenomeError(f"{where}.layers: {len(layers)} genes; evonas takes at most {MAX_GENES}")
     graph = any(
         isinstance(item, dict) and ("inputs" in item or item.get("op") in GRAPH_ONLY_OPS)
         for item in layers
@@ -259,6 +263,8 @@ def _parse_gene(item: Any, where: str, graph: bool) -> Gene:
         lowest = 0 if key in ZERO_ALLOWED else 1
         if isinstance(value, int) and not isinstance(value, bool) and value < lowest:
             raise GenomeError(f"{where}.{key}: must be >= {lowest}, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SIZE:
+            raise GenomeError(f"{where}.{key}: must be <= {MAX_SIZE}, got {value!r}")
     if op == "dropout":
         if not 0 <= params["rate"] < 1:
             raise GenomeError(f"{where}.rate: must be in [0, 1), got {params['rate']!r}")

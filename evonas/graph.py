@@ -21,6 +21,10 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 INPUT = 0  # the id by which genes read the network's input
+# Limits on what a genome file or journal row may ask for, checked before anything is built:
+# sizes beyond them are typos or crafted files, and would allocate or loop for ever.
+MAX_SIZE = 65_536  # channels, units, kernel, stride, padding, dilation, groups, pooled size
+MAX_GENES = 10_000
 ACTIVATION_FUNCTIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "hardswish",
                         "hardsigmoid", "sigmoid", "tanh")  # fmt: skip
 MERGES = frozenset({"add", "concat", "multiply"})
@@ -56,9 +60,10 @@ def _tuple_or_int(lowest: int) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         items = value if isinstance(value, list) else [value]
-        if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < lowest
-                            for v in items):  # fmt: skip
-            raise ValueError(f"expected an integer >= {lowest} or a list of them")
+        if not items or len(items) > 3 or any(
+                isinstance(v, bool) or not isinstance(v, int) or not lowest <= v <= MAX_SIZE
+                for v in items):  # fmt: skip
+            raise ValueError(f"expected an integer in [{lowest}, {MAX_SIZE}] or a list of them")
         return items[0] if len(set(items)) == 1 else list(items)
 
     return check
@@ -71,8 +76,8 @@ def _padding(value: Any) -> Any:
 
 
 def _count(value: Any) -> int:
-    if not _positive(value):
-        raise ValueError("expected an integer >= 1")
+    if not _positive(value) or value > MAX_SIZE:
+        raise ValueError(f"expected an integer in [1, {MAX_SIZE}]")
     return value
 
 
@@ -107,7 +112,8 @@ def _function(value: Any) -> str:
 
 
 def _shape(value: Any) -> list[int]:
-    if not isinstance(value, list) or not value or not all(_positive(v) for v in value):
+    if not isinstance(value, list) or not 0 < len(value) <= 4 or not all(
+            _positive(v) and v <= MAX_SIZE**2 for v in value):  # fmt: skip
         raise ValueError("expected a list of positive integers (the shape without the batch)")
     return list(value)
 

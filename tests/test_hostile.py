@@ -118,3 +118,23 @@ def test_an_evaluator_exhausting_memory_fails_its_evaluations_not_the_run(tmp_pa
     people = load_run(tmp_path / "runs" / "m").individuals
     assert set(people["status"]) == {"ok", "oom"}, people[["status", "error"]]
     assert (people["status"] == "oom").sum() >= 2
+
+
+def test_genomes_beyond_the_size_limits_are_refused_before_anything_is_built(tmp_path):
+    import json
+
+    from evonas.builder import build
+    from evonas.genome import GenomeError, load_genome, parse_genome
+
+    many = {"layers": [{"id": i + 1, "op": "dropout", "rate": 0.1} for i in range(10_001)]}
+    (tmp_path / "many.json").write_text(json.dumps(many))
+    with pytest.raises(GenomeError, match="10001 genes; evonas takes at most 10000"):
+        load_genome(tmp_path / "many.json")
+    wide = {"layers": [{"id": 1, "op": "dense", "units": 10**9, "activation": "relu"}]}
+    with pytest.raises(GenomeError, match=r"layers\[0\].units: must be <= 65536"):
+        parse_genome(wide)
+    conv = {"op": "conv", "width": 65_536, "kernel": 7, "stride": 1, "activation": "relu",
+            "batch_norm": False}  # fmt: skip
+    huge = parse_genome({"layers": [{"id": i, **conv} for i in (1, 2, 3)]})
+    with pytest.raises(GenomeError, match="parameters; evonas builds at most"):
+        build(huge, (1, 64), 10)  # 420 billion parameters: refused, not allocated

@@ -16,8 +16,7 @@
 All randomness flows from one `random.Random(seed)` and evaluation seeds depend only on (seed,
 uid), so the same config and seed give the same history whatever the number of workers or the
 order results arrive in. Resuming runs the same loop again and takes each journaled result
-instead of evaluating it: the replay retraces the original run, and only evaluations that were
-never journaled run.
+instead of evaluating it: the replay retraces the original run; only unjournaled work runs.
 """
 
 from __future__ import annotations
@@ -83,8 +82,8 @@ class Evolution:
         self.statistics = partial(population_stats, objectives=objectives, chance=chance)
         pool = make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries,
                          parallel.address, where.resources)  # fmt: skip
-        self.dispatcher = Dispatcher(pool, parallel.n_jobs, parallel.crash_retries,
-                                     lambda: self.stop_signal is not None)  # fmt: skip
+        self.stopping = lambda: self.stop_signal is not None
+        self.dispatcher = Dispatcher(pool, parallel.n_jobs, parallel.crash_retries, self.stopping)
         self.batch = 1 if search.async_window else self.offspring  # children per ask
         self.window = search.async_window or self.offspring
         self.asks_per_generation = self.offspring // self.batch
@@ -114,8 +113,10 @@ class Evolution:
 
     def start(self) -> bool:
         self.reporters.started(len(self.ledger.journal))
-        size, fill = self.strategy.initial_size, self.config.search.seed_fill
-        initial = generation_zero(self.seeds, size, fill, self.ledger, self.variation)
+        size, fill, seeds = self.strategy.initial_size, self.config.search.seed_fill, self.seeds
+        initial = generation_zero(seeds, size, fill, self.ledger, self.variation, self.stopping)
+        if self.stopping():  # a signal while sampling: nothing was dispatched
+            return False
         self.reporters.generation_started(0, len(initial))
         self.evaluate(initial, teacher=self.weights.teacher([], self.ledger.weights_uid))
         batch = Batch(initial, closes=True)

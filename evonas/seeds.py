@@ -8,6 +8,7 @@ seeds whatever happened to the original files since.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,17 +113,23 @@ def check(seeds: list[Seed], space: Space, input_shape: tuple[int, ...] | None) 
 
 
 def generation_zero(
-    seeds: list[Seed], size: int, fill: str, ledger: Ledger, variation: Variation
+    seeds: list[Seed],
+    size: int,
+    fill: str,
+    ledger: Ledger,
+    variation: Variation,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[Individual]:
     """Seeds first (with their weights), then `size` filled up with mutants of the seeds
-    (`fill: mutate`) or fresh samples."""
+    (`fill: mutate`) or fresh samples. Stops early (an incomplete list) once `stopping()`: a
+    huge population must not keep a signal waiting."""
     population = []
     for seed in seeds:
         ind = ledger.new(seed.genome, 0, operator="seed", origin=seed.origin)
         ind.init_weights = str(seed.weights.resolve()) if seed.weights else None
         population.append(ind)
     seeded, rng = list(population), variation.rng
-    while len(population) < max(size, len(seeded)):
+    while len(population) < max(size, len(seeded)) and not stopping():
         if seeded and fill == "mutate":
             child = variation.vary(lambda k: [rng.choice(seeded) for _ in range(k)], True)
             population.append(ledger.child(child, 0))

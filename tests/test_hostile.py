@@ -138,3 +138,27 @@ def test_genomes_beyond_the_size_limits_are_refused_before_anything_is_built(tmp
     huge = parse_genome({"layers": [{"id": i, **conv} for i in (1, 2, 3)]})
     with pytest.raises(GenomeError, match="parameters; evonas builds at most"):
         build(huge, (1, 64), 10)  # 420 billion parameters: refused, not allocated
+
+
+def test_a_signal_while_generation_zero_is_sampled_stops_before_anything_runs(tmp_path):
+    """A huge population takes long to sample; a SIGTERM then must not wait for it."""
+    import signal
+
+    from evonas.config import resolve
+    from evonas.launch import run_to_end, start_search
+    from tests.test_evolve import TINY
+
+    config = resolve(sets=[*TINY, "search.population=50000"])
+    evolution = start_search(config, tmp_path / "huge", log=None)
+    space, sampled = evolution.variation.space, []
+
+    def sample(rng):  # the signal arrives while the 1000th genome is drawn
+        sampled.append(1)
+        if len(sampled) == 1000:
+            evolution.request_stop(signal.SIGTERM)
+        return type(space).sample(space, rng)
+
+    object.__setattr__(space, "sample", sample)
+    result = run_to_end(evolution)
+    assert result.state == "interrupted" and len(sampled) == 1000
+    assert len(load_run(tmp_path / "huge").individuals) == 0

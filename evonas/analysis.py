@@ -5,7 +5,6 @@ Every property re-reads the journal, so a notebook cell shows the run as it is n
 
 from __future__ import annotations
 
-import json
 import shlex
 import sqlite3
 import warnings
@@ -21,7 +20,16 @@ from evonas.genome import Genome, parse_genome
 from evonas.objectives import Objective, best_row, objective_for, pareto_front
 from evonas.records import COLUMNS, DERIVED_COLUMNS
 from evonas.reporters import number
-from evonas.store import LOCK, RunDirError, is_locked, open_readonly, read_meta, read_table
+from evonas.store import (
+    LOCK,
+    RunDirError,
+    is_locked,
+    json_cell,
+    open_readonly,
+    read_meta,
+    read_run_config,
+    read_table,
+)
 
 
 class RunLookupError(LookupError):
@@ -46,6 +54,10 @@ class Run:
                 read_table(db, "individuals", "uid"),
                 read_table(db, "generations", "generation"),
             )
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+            first = " ".join(str(exc).split())[:200]
+            journal = self.path / "history.sqlite"
+            raise RunDirError(f"{journal}: not an evonas journal ({first})") from None
         finally:
             db.close()
 
@@ -58,9 +70,7 @@ class Run:
     @property
     def config(self) -> Config:
         """The run's resolved config (`config.to_dict()` for plain data)."""
-        import yaml
-
-        return validate(yaml.safe_load((self.path / "config.yaml").read_text()))
+        return validate(read_run_config(self.path))
 
     @property
     def objectives(self) -> list[Objective]:
@@ -81,8 +91,11 @@ class Run:
         """One row per evaluation: uid, generation, parents (list), operator, origin, status,
         error, every metric, timings, cached_from, weights, and the genome as JSON."""
         people = self._read()[1]
-        people["parents"] = people["parents"].map(json.loads)
-        people["n_layers"] = people["genome"].map(lambda g: len(json.loads(g)["layers"]))
+        where = f"{self.path / 'history.sqlite'}: uid"
+        people["parents"] = [json_cell(p, f"{where} {u} parents")
+                             for u, p in zip(people["uid"], people["parents"])]  # fmt: skip
+        people["n_layers"] = [len(json_cell(g, f"{where} {u} genome").get("layers") or ())
+                              for u, g in zip(people["uid"], people["genome"])]  # fmt: skip
         for column in ("started_at", "finished_at"):
             people[column] = pd.to_datetime(people[column], unit="s", utc=True)
         return people
@@ -90,7 +103,9 @@ class Run:
     @property
     def generations(self) -> pd.DataFrame:
         generations = self._read()[2]
-        generations["population"] = generations["population"].map(json.loads)
+        where = f"{self.path / 'history.sqlite'}: generation"
+        pairs = zip(generations["generation"], generations["population"])
+        generations["population"] = [json_cell(p, f"{where} {g} population") for g, p in pairs]
         generations["finished_at"] = pd.to_datetime(generations["finished_at"], unit="s", utc=True)
         return generations
 
@@ -122,7 +137,8 @@ class Run:
             raise RunLookupError(f"{self.path}: {exc.args[0]}") from None
 
     def genome(self, uid: int) -> Genome:
-        return parse_genome(json.loads(self._row(uid)["genome"]), where=f"uid {uid}")
+        what = f"{self.path / 'history.sqlite'}: uid {uid} genome"
+        return parse_genome(json_cell(self._row(uid)["genome"], what), where=f"uid {uid}")
 
     def _row(self, uid: int) -> pd.Series:
         people = self.individuals.set_index("uid", drop=False)
@@ -194,13 +210,33 @@ class Run:
                 f"{self.path}: weights of uid {uid} were not kept (the retention policy keeps the "
                 "last population, the Pareto front and the best)"
             )
-        input_shape = tuple(self.meta["input_shape"])
+        input_shape = self.input_shape
         from evonas.tasks import load_task
 
         classes = load_task(self.config.task.model_dump()).num_classes
         model = build(self.genome(int(row["uid"])), input_shape, classes)
-        model.load_state_dict(load_state_dict(self.path / row["weights"]))
+        try:
+            model.load_state_dict(load_state_dict(self.path / row["weights"]))
+        except RuntimeError as exc:  # the file of another individual, or a damaged one
+            first = " ".join(str(exc).split())[:160]
+            raise RunDirError(f"{self.path / row['weights']}: not the weights of uid {uid}'s "
+                              f"genome ({first})") from None  # fmt: skip
         return model.eval()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The input shape the run's task has (as journaled)."""
+        shape = self.meta.get("input_shape")
+        if not (
+            isinstance(shape, list)
+            and 0 < len(shape) <= 3
+            and all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 2**16 for d in shape
+            )
+        ):
+            raise RunDirError(f"{self.path / 'history.sqlite'}: meta input_shape {shape!r} is "
+                              "not one evonas wrote")  # fmt: skip
+        return tuple(shape)
 
 
 def operator_stats(people: pd.DataFrame, objectives: list[Objective]) -> pd.DataFrame:
@@ -298,7 +334,7 @@ def run_status(run_dir: str | Path) -> str:
         individuals = read_table(db, "individuals", "uid")
         generations = read_table(db, "generations", "generation")
     except sqlite3.DatabaseError as exc:
-        raise RunDirError(f"{run_dir}: unreadable journal ({exc})") from None
+        raise RunDirError(f"{run_dir / 'history.sqlite'}: unreadable journal ({exc})") from None
     finally:
         db.close()
     config = meta.get("config", {})

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from evonas.genome import ACTIVATIONS as GENOME_ACTIVATIONS
 from evonas.graph import MAX_SIZE
 from evonas.objectives import Objective
 
@@ -40,7 +41,7 @@ class ConfigError(ValueError):
 
 Backend = Literal["loky", "dask", "ray", "inline"]
 LayerOp = Literal["conv", "residual", "pool", "dense", "dropout"]
-Activation = Literal["relu", "gelu", "silu", "tanh", "elu"]
+Activation = Literal[GENOME_ACTIVATIONS]  # the activations chain genomes take
 OptimizerName = Literal["adam", "adamw", "sgd"]
 StrategyName = Literal["auto", "nsga2", "tournament", "regularized", "local", "random"]
 SpaceKind = Literal["sequential", "nb201", "graph"]
@@ -143,8 +144,8 @@ class Space(Section):
     units: Choices = [32, 64, 128, 256]
     activations: Annotated[list[Activation], AfterValidator(_not_empty)] = ["relu", "gelu", "silu"]
     dropout_rates: Annotated[list[Number], AfterValidator(_not_empty)] = [0.1, 0.25, 0.5]
-    lr_min: Number = Field(0.0001, gt=0, description="the learning rate gene's lower bound")
-    lr_max: Number = Field(0.03, gt=0)
+    lr_min: Number = Field(0.0001, gt=0, le=10, description="the learning rate gene's lower bound")
+    lr_max: Number = Field(0.03, gt=0, le=10)
     prune_fraction: Fraction = Field(0.25, description="share of channels prune and cut remove")
     max_depth: Positive = Field(256, description="graph space: most convolutions and linears "
                                 "on a path")  # fmt: skip
@@ -342,6 +343,9 @@ def preset_names() -> list[str]:
     )
 
 
+MAX_CONFIG_VALUES = 100_000  # a config is a few hundred values; YAML aliases can make billions
+
+
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -349,9 +353,27 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
         return {}
+    if _too_many_values(data):
+        raise ConfigError(f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML "
+                          "aliases repeated within each other?); refusing it")  # fmt: skip
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings at the top level")
     return data
+
+
+def _too_many_values(data: Any) -> bool:
+    """More than MAX_CONFIG_VALUES values, counting every use of an alias (stops early)."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -367,6 +389,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a UTF-8 YAML config expected)") from None
     return _read_yaml(text, str(path))
 
 

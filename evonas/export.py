@@ -21,6 +21,7 @@ from torch import nn
 from evonas.builder import build
 from evonas.config import EXPORT_FORMATS
 from evonas.genome import Genome, GenomeError, load_genome, parse_genome
+from evonas.store import RunDirError
 from evonas.weights import UnsafeFileError, load_state_dict
 
 FORMATS = EXPORT_FORMATS
@@ -128,12 +129,17 @@ def export_run(
 
     run = Run(run_dir)
     out = Path(out)
+    into_folder = folder or len(uids) > 1
+    if into_folder and out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: a file; exporting several models needs a folder")
+    if not into_folder and out.is_dir():
+        raise RunDirError(f"--out {out}: a folder; give the file to write (e.g. {out}/model.pt)")
     paths = []
     for uid in uids:
         model = run.model(uid)
         genome = run.genome(uid)
-        target = out / f"uid{uid}{SUFFIX[fmt]}" if folder or len(uids) > 1 else out
-        input_shape = tuple(run.meta["input_shape"])
+        target = out / f"uid{uid}{SUFFIX[fmt]}" if into_folder else out
+        input_shape = run.input_shape
         paths.append(write_model(model, genome, input_shape, _classes(model), fmt, target))
     return paths
 

@@ -48,6 +48,7 @@ OP_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     # NAS-Bench-201 cell space: one gene per edge target <- source of the 4-node cell
     "edge": {"target": int, "source": int, "operation": str},
 }
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")  # of chain layers (config.Activation)
 ZERO_ALLOWED = frozenset({"source"})  # integer parameters that may be 0
 OPTIONAL = {"conv": {"dilation": 1}}  # parameters a genome file may leave out: their defaults
 SPATIAL_OPS = frozenset({"conv", "residual", "pool"})
@@ -269,6 +270,9 @@ def _parse_gene(item: Any, where: str, graph: bool) -> Gene:
         if not 0 <= params["rate"] < 1:
             raise GenomeError(f"{where}.rate: must be in [0, 1), got {params['rate']!r}")
         params["rate"] = float(params["rate"])
+    if "activation" in params and params["activation"] not in ACTIVATIONS:
+        raise GenomeError(f"{where}.activation: expected one of {list(ACTIVATIONS)}, got "
+                          f"{params['activation']!r}")  # fmt: skip
     if op == "pool" and params["kind"] not in ("max", "avg"):
         raise GenomeError(f"{where}.kind: expected 'max' or 'avg', got {params['kind']!r}")
     return Gene(id=gene_id, op=op, params=params)
@@ -299,6 +303,8 @@ def _read(path: Path) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise GenomeError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise GenomeError(f"{path}: not a text file (a YAML or JSON genome expected)") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -32,7 +32,7 @@ from evonas.plots import write_generation_plots
 from evonas.reporters import LogReporter, PlotReporter, ProgressReporter, Reporter, Reporters
 from evonas.seeds import Seed
 from evonas.spaces import Space, make_space
-from evonas.store import RunDirError, Store, open_readonly, read_meta
+from evonas.store import RunDirError, Store, open_readonly, read_meta, read_run_config
 from evonas.tasks import TaskInfo
 
 Echo = Callable[[str], None]
@@ -69,6 +69,8 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
     check_metrics(config, space, info)
     chosen = seed_files.collect(config.search)
     seed_files.check(chosen, space, info.input_shape if info else None)
+    if info is not None:
+        seed_files.check_weights(chosen, info.input_shape, info.num_classes)
     if space.kind == "graph":
         _check_graph_search(config, chosen)
     parallel = config.parallel
@@ -148,11 +150,14 @@ def start_search(
 def nothing_to_resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> str | None:
     """Why resuming `run_dir` with `changes` would do nothing (a finished run that is not given
     more generations), found without writing; None when there is something to do."""
-    db = open_readonly(run_dir)
+    try:
+        db = open_readonly(run_dir)
+    except RunDirError:
+        return None  # resume_search says what is wrong with the run
     try:
         meta = read_meta(db)
     except sqlite3.DatabaseError:
-        return None  # resume_search says what is wrong with the journal
+        return None
     finally:
         db.close()
     done = meta.get("config", {}).get("search", {}).get("generations")
@@ -172,9 +177,7 @@ def resume_search(
     """Reopen a run with its recorded config; only RESUMABLE settings may change."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise RunDirError(f"{run_dir}: no config.yaml here; is this a run directory?")
-    settings = yaml.safe_load(config_path.read_text())
+    settings = read_run_config(run_dir)
     store = Store.open(run_dir)
     try:
         meta = store.meta()

@@ -112,6 +112,29 @@ def check(seeds: list[Seed], space: Space, input_shape: tuple[int, ...] | None) 
         raise GenomeError(f"{seed.origin}: not a genome of this space: {problem}")
 
 
+def check_weights(seeds: list[Seed], input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Each seed's weights must be a plain state_dict of its own genome's model: refused before
+    the run, not at its first evaluation. Imports torch (once, only when a seed has weights)."""
+    with_weights = [seed for seed in seeds if seed.weights is not None]
+    if not with_weights:
+        return
+    from evonas.builder import build
+    from evonas.weights import UnsafeFileError, load_state_dict
+
+    for seed in with_weights:
+        state = load_state_dict(seed.weights)  # never unpickles anything but tensors
+        if not isinstance(state, dict):
+            raise UnsafeFileError(f"{seed.weights}: not a state_dict (a mapping of tensors)")
+        model = build(seed.genome, tuple(input_shape), num_classes)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).split())[:160]
+            raise GenomeError(
+                f"{seed.weights}: not the weights of {seed.origin} ({first})"
+            ) from None
+
+
 def generation_zero(
     seeds: list[Seed],
     size: int,

@@ -89,8 +89,7 @@ class Store:
     def open(cls, run_dir: str | Path) -> Store:
         """Open an existing run for writing (resume); takes the run's lock."""
         run_dir = Path(run_dir)
-        if not (run_dir / JOURNAL).exists():
-            raise RunDirError(f"{run_dir}: no {JOURNAL} here; is this a run directory?")
+        open_readonly(run_dir).close()  # a damaged journal is refused before it is written to
         store = cls(run_dir, _connect(run_dir / JOURNAL))
         store.lock()
         store.db.executescript(_SCHEMA)
@@ -263,7 +262,51 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def read_meta(db: sqlite3.Connection) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    meta = {}
+    for key, value in db.execute("SELECT key, value FROM meta"):
+        try:
+            meta[key] = json.loads(value)
+        except (TypeError, ValueError):
+            raise sqlite3.DatabaseError(f"meta value {key!r} is not JSON") from None
+    return meta
+
+
+# Larger than any genome evonas takes (10,000 genes): refused before it is parsed.
+MAX_GENOME_JSON = 8 * 2**20
+
+
+def json_cell(text: Any, what: str) -> Any:
+    """A JSON cell of the journal; RunDirError (naming `what`) when it was tampered with."""
+    if not isinstance(text, str) or len(text) > MAX_GENOME_JSON:
+        size = len(text) if isinstance(text, str) else type(text).__name__
+        raise RunDirError(f"{what}: not a journal value evonas wrote ({size})")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise RunDirError(f"{what}: not valid JSON") from None
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's config.yaml as plain settings (safe loader); RunDirError says what is wrong."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir}: no config.yaml here; is this a run directory?") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path}: not a text file (UTF-8 YAML expected)") from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise RunDirError(
+            f"{path}: not valid YAML (or a tag the safe loader refuses: {first})"
+        ) from None
+    if not isinstance(settings, dict):
+        raise RunDirError(f"{path}: expected a mapping of settings, as evonas writes")
+    return settings
 
 
 def is_locked(run_dir: str | Path) -> bool:
@@ -294,7 +337,15 @@ def open_readonly(run_dir: str | Path) -> sqlite3.Connection:
     wal = path.with_name(path.name + "-wal")
     settled = not is_locked(run_dir) and not (wal.exists() and wal.stat().st_size > 0)
     mode = "immutable=1" if settled else "mode=ro"
-    return sqlite3.connect(f"file:{quote_path(path)}?{mode}", uri=True, timeout=30)
+    db = None
+    try:
+        db = sqlite3.connect(f"file:{quote_path(path)}?{mode}", uri=True, timeout=30)
+        db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        raise RunDirError(f"{path}: not an evonas journal ({exc})") from None
+    return db
 
 
 def quote_path(path: Path) -> str:

@@ -119,10 +119,20 @@ def _mnist1d(options: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def _synthetic(options: dict[str, Any]) -> dict[str, np.ndarray]:
     """Noisy class templates: learnable in a few epochs, generated in milliseconds."""
-    n = int(options.get("samples", 600))
-    length = int(options.get("length", 16))
-    classes = int(options.get("classes", 3))
-    seed = int(options.get("seed", 0))
+    limits = {"samples": (600, 10, 1_000_000), "length": (16, 1, 100_000),
+              "classes": (3, 2, 1_000), "seed": (0, 0, 2**32 - 1)}  # fmt: skip
+    unknown = sorted(set(options) - set(limits))
+    if unknown:
+        raise TaskError(f"task.options.{unknown[0]}: unknown option of the synthetic task "
+                        f"(it takes {sorted(limits)})")  # fmt: skip
+    values = {}
+    for key, (default, low, high) in limits.items():
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise TaskError(f"task.options.{key}: expected a whole number in [{low}, {high}], "
+                            f"got {value!r}")  # fmt: skip
+        values[key] = value
+    n, length, classes, seed = (values[k] for k in ("samples", "length", "classes", "seed"))
     rng = np.random.default_rng(seed)
     templates = rng.normal(size=(classes, length))
     y = rng.integers(0, classes, size=n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,8 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UnsafeFileError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch's bold escapes
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise UnsafeFileError(
             f"{path}: not a plain state_dict; refusing to unpickle arbitrary objects ({first})"
         ) from None

@@ -2,6 +2,7 @@ import pytest
 
 from evonas.config import resolve
 from evonas.launch import run_search
+from evonas.weights import UnsafeFileError
 from tests.conftest import FAULTS, ROOT, cli, tiny_config_yaml
 from tests.test_cli import individuals
 from tests.test_evolve import TINY as EVOLVE_TINY
@@ -95,10 +96,9 @@ def test_a_malicious_seed_weights_file_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "seed.pt").write_bytes(pickle.dumps({"w": Payload(str(marker))}))
     config = resolve(sets=[*TINY, f"search.seed_genomes=['{seed}']", "search.generations=0"])
-    people = run_search(config, tmp_path / "run", log=lambda line: None).individuals
-    assert people.iloc[0]["status"] == "failed"
-    assert "refusing to unpickle arbitrary objects" in people.iloc[0]["error"]
-    assert not marker.exists()
+    with pytest.raises(UnsafeFileError, match="refusing to unpickle arbitrary objects"):
+        run_search(config, tmp_path / "run", log=lambda line: None)  # before the run exists
+    assert not marker.exists() and not (tmp_path / "run").exists()
 
 
 def test_tampered_run_weights_are_refused(trained, tmp_path):

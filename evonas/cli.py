@@ -244,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--student", type=_count, metavar="UID",
                      help="student architecture (default: the model at half width)")  # fmt: skip
+    opt.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write the variants (default: RUN_DIR/optimized/uid<N>)",
+    )
 
     importer = commands.add_parser(
         "import", help="turn a PyTorch model into a genome file (+ its weights beside it)",
@@ -527,9 +532,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(f"optimizing uid {uid} of {run.path}")
     table = optimize(run.path, uid, args.sparsity, args.finetune_epochs, args.distill_epochs,
                      args.student, channel_fractions=args.channels,
-                     importance=args.importance)  # fmt: skip
+                     importance=args.importance, out=args.out)  # fmt: skip
     print(table_text(table))
-    print(f"\nsaved: {run.path / 'optimized' / f'uid{uid}'}")
+    print(f"\nsaved: {args.out or run.path / 'optimized' / f'uid{uid}'}")
     return 0
 
 

@@ -106,7 +106,7 @@ class Evolution:
             self.dispatcher.close(kill=True)
             stopped = isinstance(exc, KeyboardInterrupt)  # a second Ctrl-C: stop at once
             state, reason = (INTERRUPTED, "stopped at once") if stopped else (FAILED, str(exc))
-            self.store.set_meta({"state": state, "reason": reason})
+            self.store.note_end(state, reason)
             raise
 
     # 1. generation 0 ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from torch import nn
 from evonas.builder import build
 from evonas.config import EXPORT_FORMATS
 from evonas.genome import Genome, GenomeError, load_genome, parse_genome
-from evonas.store import RunDirError
+from evonas.store import RunDirError, writable
 from evonas.weights import UnsafeFileError, load_state_dict
 
 FORMATS = EXPORT_FORMATS
@@ -134,6 +134,7 @@ def export_run(
         raise RunDirError(f"--out {out}: a file; exporting several models needs a folder")
     if not into_folder and out.is_dir():
         raise RunDirError(f"--out {out}: a folder; give the file to write (e.g. {out}/model.pt)")
+    writable(out / "x" if into_folder else out, "--out")
     paths = []
     for uid in uids:
         model = run.model(uid)

@@ -37,6 +37,7 @@ from torch import nn
 
 from evonas.builder import build, count_flops, latency_ms
 from evonas.genome import Genome, save_genome
+from evonas.store import writable
 from evonas.train import accuracy, logits_of, train
 
 SPARSITIES = (0.5, 0.75, 0.9)
@@ -53,9 +54,11 @@ def optimize(
     seed: int = 0,
     channel_fractions: tuple[float, ...] = CHANNEL_FRACTIONS,
     importance: str = "l1",
+    out: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Measure and save the compressed variants of `uid`; returns the table (one row each).
-    `distill_epochs` 0 means the run's `training.epochs`."""
+    """Measure and save the compressed variants of `uid` (into `out`, by default
+    RUN_DIR/optimized/uid<N>); returns the table (one row each). `distill_epochs` 0 means the
+    run's `training.epochs`."""
     from evonas.analysis import Run
     from evonas.tasks import load_task
 
@@ -65,7 +68,7 @@ def optimize(
     data = load_task(run.config.task.model_dump())
     settings = {**run.config.training.model_dump(), "threads": 1, "timeout": 0}
     lr = float(genome.training["lr"])
-    out = run.path / "optimized" / f"uid{uid}"
+    out = writable(Path(out) if out else run.path / "optimized" / f"uid{uid}", "--out")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ import yaml
 from evonas.analysis import Run, RunLookupError, run_status
 from evonas.plots import FIGURES
 from evonas.reporters import number, number_formats
-from evonas.store import RunDirError
+from evonas.store import RunDirError, writable
 
 # Marks each figure once the browser has decoded it, and flags any that failed to render.
 _CHECK = """<script>
@@ -134,6 +134,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else run.path / "report.html"
     if out.is_dir():
         raise RunDirError(f"--out {out}: a folder; give the .html file to write")
+    writable(out, "--out")
     people = run.individuals
     front = front_table(run, people)
     name = html.escape(run.path.name)

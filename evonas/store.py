@@ -14,11 +14,15 @@ journal; a power loss may drop the last commits, which a resume simply evaluates
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import functools
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,71 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
+
+
+class StorageError(RunDirError):
+    """The run directory cannot be written any more (a full disk, read-only media)."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """'full' or 'read-only' when `exc` says the disk is full or cannot be written; else None."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return "full"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return "read-only"
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError):
+        if "disk is full" in text:
+            return "full"
+        if "readonly" in text or "read-only" in text:
+            return "read-only"
+    return None
+
+
+def _writes(method: Callable) -> Callable:
+    """A Store method that writes: a full disk or read-only media become one StorageError that
+    says what happened and how to go on (every committed evaluation stays in the journal)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, sqlite3.OperationalError) as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                self.db.rollback()
+            raise StorageError(storage_message(self.run_dir, problem)) from None
+
+    return guarded
+
+
+def writable(path: Path, flag: str) -> Path:
+    """`path` (a file or folder to write), its parent folder made; RunDirError naming `flag` when
+    it cannot be written there (read-only media, a full disk, no permission)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            read_only = os.statvfs(path.parent).f_flag & os.ST_RDONLY
+            code = errno.EROFS if read_only else errno.EACCES
+            raise OSError(code, os.strerror(code))
+    except OSError as exc:
+        raise RunDirError(f"{flag} {path}: cannot write there ({exc.strerror}); give {flag} "
+                          "a writable place") from None  # fmt: skip
+    return path
+
+
+def storage_message(run_dir: Path, problem: str) -> str:
+    if problem == "full":
+        return (f"{run_dir}: the disk is full; the journal keeps every evaluation committed "
+                f"so far: free some space, then: evonas resume {run_dir}")  # fmt: skip
+    return (f"{run_dir}: cannot write here (read-only); reading commands work, to go on copy "
+            "the run somewhere writable and resume the copy")  # fmt: skip
 
 
 def quote(name: str) -> str:
@@ -90,15 +159,28 @@ class Store:
         """Open an existing run for writing (resume); takes the run's lock."""
         run_dir = Path(run_dir)
         open_readonly(run_dir).close()  # a damaged journal is refused before it is written to
-        store = cls(run_dir, _connect(run_dir / JOURNAL))
-        store.lock()
-        store.db.executescript(_SCHEMA)
-        existing = {row[1] for row in store.db.execute("PRAGMA table_info(individuals)")}
-        for name, kind in COLUMNS.items():  # a journal from before these columns existed
-            if name not in existing:
-                store.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} {kind.split()[0]}")
-        store.db.commit()
+        if not os.access(run_dir, os.W_OK):  # read-only media (or no permission)
+            raise StorageError(storage_message(run_dir, "read-only"))
+        try:
+            store = cls(run_dir, _connect(run_dir / JOURNAL))
+            store.lock()
+        except (OSError, sqlite3.OperationalError) as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            raise StorageError(storage_message(run_dir, problem)) from None
+        store.upgrade()
         return store
+
+    @_writes
+    def upgrade(self) -> None:
+        """Add the tables and columns a journal from an older evonas lacks."""
+        self.db.executescript(_SCHEMA)
+        existing = {row[1] for row in self.db.execute("PRAGMA table_info(individuals)")}
+        for name, kind in COLUMNS.items():
+            if name not in existing:
+                self.db.execute(f"ALTER TABLE individuals ADD COLUMN {name} {kind.split()[0]}")
+        self.db.commit()
 
     def lock(self) -> None:
         """One writer per run: an OS lock that dies with its process (no stale locks)."""
@@ -121,14 +203,17 @@ class Store:
         self._lock_file = handle
 
     def close(self) -> None:
-        self.flush()
-        self.db.close()
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the lock
-            self._lock_file = None
+        try:
+            self.flush()
+        finally:  # even when the disk is full: the connection and the lock are let go
+            self.db.close()
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the lock
+                self._lock_file = None
 
     # --- writing ------------------------------------------------------------------------------
 
+    @_writes
     def flush(self) -> None:
         """Commit everything journaled so far."""
         if self._meta:
@@ -141,6 +226,13 @@ class Store:
         if time.monotonic() - self._committed >= COMMIT_SECONDS:
             self.flush()
 
+    def note_end(self, state: str, reason: str) -> None:
+        """Record how a session ended, when the disk still lets it (a run stopped by a full
+        disk keeps the state it last committed)."""
+        with contextlib.suppress(StorageError):
+            self.set_meta({"state": state, "reason": reason})
+
+    @_writes
     def set_meta(self, values: dict[str, Any]) -> None:
         self._meta.update(values)
         self.flush()
@@ -151,12 +243,18 @@ class Store:
             [(k, json.dumps(v)) for k, v in values.items()],
         )
 
+    @_writes
     def record(self, row: Row) -> None:
-        """Journal one finished evaluation (committed as the module docstring says)."""
+        """Journal one finished evaluation (committed as the module docstring says). One that
+        failed because the disk is full is not the genome's failure: the run stops instead, and
+        the evaluation runs again on resume."""
+        if f"[Errno {errno.ENOSPC}]" in str(row.values.get("error") or ""):
+            raise StorageError(storage_message(self.run_dir, "full"))
         self._ensure_columns("individuals", row.metrics)
         self._insert("individuals", {**row.values, **row.metrics})
         self._commit_if_due()
 
+    @_writes
     def record_generation(self, record: GenerationRecord, meta: dict[str, Any]) -> None:
         """Journal a finished generation (and `meta` updates, written with the commit)."""
         self._meta.update(meta)
@@ -218,6 +316,7 @@ class Store:
                     check_metric_name(name)
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} REAL")
 
+    @_writes
     def drop_weights(self, keep: set[int]) -> int:
         """Retention: delete weight files of individuals not in `keep`; returns how many."""
         rows = self.db.execute("SELECT uid, weights FROM individuals WHERE weights IS NOT NULL")

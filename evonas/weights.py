@@ -9,9 +9,12 @@ The worker side of inheritance (copying tensors channel by channel) is `evonas.i
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +44,16 @@ def save_state_dict(model: Any, path: str | Path) -> None:
     path = str(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:  # a full disk, or a stop: no half-written file stays behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(exc, RuntimeError) and shutil.disk_usage(os.path.dirname(path)).free < 2**20:
+            # torch says only "file write failed"; say what the parent recognises
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+        raise
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:

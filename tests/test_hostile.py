@@ -162,3 +162,88 @@ def test_a_signal_while_generation_zero_is_sampled_stops_before_anything_runs(tm
     result = run_to_end(evolution)
     assert result.state == "interrupted" and len(sampled) == 1000
     assert len(load_run(tmp_path / "huge").individuals) == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a few hundred KB (a disk that fills up), where this process may mount one."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip() or 'not root'})")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _remount(disk, options):
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_with_its_journal_intact_and_resume_goes_on(tmp_path, small_disk):
+    from tests.conftest import run_cli
+
+    (tmp_path / "tiny.yaml").write_text(tiny_config_yaml())
+    longer = ("--set", "search.generations=6", "--set", "search.population=8")
+    reference = run_cli("search", "--config", "tiny.yaml", "--name", "ref", "--runs-dir",
+                        str(tmp_path / "runs"), *longer, cwd=tmp_path)  # fmt: skip
+    assert reference.returncode == 0, reference.stderr
+    runs = small_disk / "runs"
+    full = run_cli("search", "--config", "tiny.yaml", "--name", "f", "--runs-dir", str(runs),
+                   *longer, cwd=tmp_path)  # fmt: skip
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines() == [
+        f"evonas: error: {runs / 'f'}: the disk is full; the journal keeps every evaluation "
+        f"committed so far: free some space, then: evonas resume {runs / 'f'}"
+    ]
+    assert not list((runs / "f").rglob("*.tmp"))
+    kept = load_run(runs / "f").individuals  # readable, and only what was committed
+    assert 0 < len(kept) < len(load_run(tmp_path / "runs" / "ref").individuals)
+    _remount(small_disk, "size=64m")
+    resumed = run_cli("resume", str(runs / "f"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    columns = ["uid", "genome", "status", "val_accuracy", "params"]
+    ours, theirs = (
+        load_run(d).individuals[columns] for d in (runs / "f", tmp_path / "runs" / "ref")
+    )
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_a_read_only_run_is_read_and_exported_elsewhere_and_resume_says_it_cannot_write(
+    finished, tmp_path, small_disk
+):
+    import shutil
+
+    _remount(small_disk, "size=64m")
+    run = small_disk / "done"
+    shutil.copytree(finished, run)
+    _remount(small_disk, "ro")
+    before = snapshot(run)
+    assert cli("status", str(run), cwd=tmp_path).returncode == 0
+    assert len(load_run(run).individuals) > 0
+    out = tmp_path / "out"
+    optimize = ["optimize", str(run), "--best", "--sparsity", "0.5", "--channels", "0.5",
+                "--finetune-epochs", "0", "--distill-epochs", "1",
+                "--out", str(out / "o")]  # fmt: skip
+    elsewhere = [["report", str(run), "--out", str(out / "r.html")],
+                 ["export", str(run), "--best", "--out", str(out / "m.pt")], optimize]  # fmt: skip
+    for args in elsewhere:
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+    refused = [(["report", str(run)], "Read-only file system"),
+               (["export", str(run), "--best"], "Read-only file system"),
+               (["resume", str(run), "--generations", "4"], "cannot write here")]  # fmt: skip
+    for args, fragment in refused:
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and fragment in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(run) == before

@@ -261,8 +261,8 @@ class PlotReporter(Reporter):
         self.drawn_at, self.stale = time.monotonic(), False
 
     def ended(self, outcome: Outcome) -> None:
-        if self.stale:
-            self.redraw()
+        if self.stale and outcome.state != "interrupted":  # a signal is not kept waiting:
+            self.redraw()  # an interrupted run's plots are redrawn when it resumes
 
 
 def duration(seconds: float) -> str:

@@ -134,6 +134,8 @@ def export_run(
         raise RunDirError(f"--out {out}: a file; exporting several models needs a folder")
     if not into_folder and out.is_dir():
         raise RunDirError(f"--out {out}: a folder; give the file to write (e.g. {out}/model.pt)")
+    for uid in uids:  # an unknown uid is an error before anything is written
+        run.genome(uid)
     writable(out / "x" if into_folder else out, "--out")
     paths = []
     for uid in uids:

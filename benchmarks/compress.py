@@ -24,12 +24,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from evonas.batches import split_of
 from evonas.builder import build, count_params  # noqa: E402
 from evonas.config import resolve  # noqa: E402
 from evonas.genome import parse_genome, save_genome  # noqa: E402
 from evonas.tasks import load_task  # noqa: E402
 from evonas.train import accuracy, train  # noqa: E402
 from evonas.weights import save_state_dict  # noqa: E402
+
+CPU = torch.device("cpu")
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TASK = {"name": "mnist1d", "options": {}, "split_seed": 0, "val_fraction": 0.2,
@@ -57,14 +60,13 @@ def train_original(folder: Path, epochs: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build(genome, data.input_shape, data.num_classes)
     settings = {"optimizer": "adam", "epochs": epochs, "batch_size": 100, "weight_decay": 0.0}
-    train(model, data.x_train, data.y_train, settings, genome.training["lr"], 0)
+    train(model, split_of(data, "train", CPU, settings), settings, genome.training["lr"], 0)
     save_genome(genome, folder / "original.yaml")
     save_state_dict(model, str(folder / "original.pt"))
-    tensors = [torch.from_numpy(a) for a in (data.x_val, data.y_val, data.x_test, data.y_test)]
     return {
         "params": count_params(model),
-        "val_accuracy": accuracy(model, *tensors[:2]),
-        "test_accuracy": accuracy(model, *tensors[2:]),
+        "val_accuracy": accuracy(model, split_of(data, "val", CPU, settings)),
+        "test_accuracy": accuracy(model, split_of(data, "test", CPU, settings)),
     }
 
 

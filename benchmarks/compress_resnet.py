@@ -36,12 +36,15 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evonas.batches import split_of
 from evonas.builder import count_flops, count_params, latency_ms  # noqa: E402
 from evonas.config import resolve  # noqa: E402
 from evonas.importer import import_model, write_import  # noqa: E402
 from evonas.tasks import TaskError, load_task  # noqa: E402
 from evonas.train import accuracy, train  # noqa: E402
 from tests.model_zoo import resnet18  # noqa: E402
+
+CPU = torch.device("cpu")
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
@@ -58,17 +61,16 @@ def train_original(folder: Path, spec: dict, epochs: int, lr: float) -> dict[str
     torch.manual_seed(0)
     model = resnet18(classes=10, channels=1, width=0.25)
     settings = {"optimizer": "adam", "epochs": epochs, "batch_size": 128, "weight_decay": 0.0}
-    train(model, data.x_train, data.y_train, settings, lr, 0)
+    train(model, split_of(data, "train", CPU, settings), settings, lr, 0)
     model.eval()
     genome, rebuilt, header = import_model(model, data.input_shape, source="resnet18 (1/4 width)")
     write_import(genome, rebuilt, {**header, "training": {"lr": lr}}, folder / "resnet18.yaml")
-    tensors = [torch.from_numpy(a) for a in (data.x_val, data.y_val, data.x_test, data.y_test)]
     return {
         "params": count_params(rebuilt),
         "flops": count_flops(rebuilt, data.input_shape),
         "latency_ms": latency_ms(rebuilt, data.input_shape),
-        "val_accuracy": accuracy(rebuilt, *tensors[:2]),
-        "test_accuracy": accuracy(rebuilt, *tensors[2:]),
+        "val_accuracy": accuracy(rebuilt, split_of(data, "val", CPU, settings)),
+        "test_accuracy": accuracy(rebuilt, split_of(data, "test", CPU, settings)),
     }
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from evonas.batches import arrays
 from evonas.builder import build
 from evonas.config import resolve
 from evonas.genome import save_genome
@@ -66,7 +67,6 @@ def plain(paths: list[Path], epochs: int) -> float:
     torch.set_num_threads(1)
     data = load_task(TASK)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    x_val, y_val = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     start = time.perf_counter()
     for seed, path in enumerate(paths):
         genome = load_genome(path)
@@ -82,7 +82,7 @@ def plain(paths: list[Path], epochs: int) -> float:
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(x[index]), y[index]).backward()
                 optimizer.step()
-        accuracy(model, x_val, y_val)
+        accuracy(model, arrays(data.x_val, data.y_val))
     return time.perf_counter() - start
 
 

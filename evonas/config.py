@@ -172,6 +172,19 @@ class Space(Section):
         return self
 
 
+class Augment(Section):
+    crop: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="random crop: pad each side by this many pixels, crop back; 0 = off"
+    )
+    flip: bool = Field(False, description="mirror half the samples along the last axis")
+    cutout: Annotated[int, Field(ge=0, le=MAX_SIZE)] = Field(
+        0, description="zero a square (a segment for signals) this wide per sample; 0 = off"
+    )
+
+
+Auto = Literal["auto"]
+
+
 class Training(Section):
     evaluator: str = Field("builtin", description="builtin | pkg.module:function | file.py:fn")
     optimizer: OptimizerName = "adam"
@@ -192,9 +205,42 @@ class Training(Section):
         description="which channels pruning keeps: l1 (filter norm), bn (batch-norm "
         "scale) or taylor (first-order Taylor score on a few training batches)",
     )
+    momentum: Number = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(True, description="SGD with Nesterov momentum")
+    schedule: Literal["cosine", "onecycle", "constant"] = Field(
+        "cosine",
+        description="learning rate per step after warm-up: cosine decay to 0, "
+        "one-cycle, or constant",
+    )
+    warmup_epochs: Number = Field(0.0, ge=0, description="linear learning-rate warm-up")
+    label_smoothing: Number = Field(0.0, ge=0, lt=1)
+    augment: Augment = Field(default_factory=Augment)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="autocast dtype; auto: bf16 on GPUs that have it, else fp16 with a "
+        "grad scaler; fp32 on the CPU",
+    )
+    channels_last: bool | Auto = Field("auto", description="auto: on for images on a GPU")
+    cudnn_benchmark: bool | Auto = Field("auto", description="auto: on for a GPU")
+    compile: bool = Field(False, description="torch.compile the model before training")
+    loader: Literal["auto", "device", "workers"] = Field(
+        "auto",
+        description="device: the data live on the device, batched there; workers: a "
+        "DataLoader with worker processes; auto: device for arrays that fit, else workers",
+    )
+    loader_workers: Annotated[int, Field(ge=0, le=64)] = Field(
+        2, description="DataLoader worker processes per evaluation (loader: workers)"
+    )
     distill_from: Literal["", "seed", "best"] = ""
     distill_alpha: Number = Field(0.5, ge=0, le=1)
     distill_temperature: Number = Field(4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> Training:
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"training.warmup_epochs: must be less than training.epochs "
+                             f"({self.epochs}), got {self.warmup_epochs:g}")  # fmt: skip
+        return self
 
     @field_validator("evaluator")
     @classmethod

@@ -24,7 +24,11 @@ from evonas.records import FAILED, OK, OOM, TIMEOUT, Job, Result, check_metric_n
 # The metrics the built-in trainer reports (test_accuracy when the task has a test split,
 # inherited_share when a child inherits weights).
 BUILTIN_METRICS = ("val_accuracy", "test_accuracy", "params", "flops", "size_bytes", "latency_ms",
-                   "train_loss", "train_seconds", "epochs", "inherited_share")  # fmt: skip
+                   "peak_memory_mb", "train_loss", "train_seconds", "epochs",
+                   "inherited_share")  # fmt: skip
+# The built-in metrics that are measured on the machine rather than computed, so they differ
+# between two runs of the same evaluation; everything else is a function of the job.
+MEASURED_METRICS = ("train_seconds", "latency_ms", "peak_memory_mb")
 
 
 class EvaluationTimeout(TimeoutError):
@@ -166,18 +170,20 @@ def _run_user_evaluator(job: Job) -> dict[str, float]:
 def _train_builtin(job: Job) -> dict[str, float]:
     import torch
 
+    from evonas.batches import split_of
     from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
-    from evonas.train import accuracy, train
+    from evonas.train import Recipe, accuracy, peak_memory_mb, reset_peak_memory, train
     from evonas.weights import load_state_dict, save_state_dict
 
     settings = job.training
     torch.set_num_threads(int(settings.get("threads", 1)))
+    device = torch.device("cuda" if job.device == "gpu" and torch.cuda.is_available() else "cpu")
+    reset_peak_memory(device)
     data = load_task(job.task)
     seed = int(job.seed)
     torch.manual_seed(seed)
     model = build(job.genome, data.input_shape, data.num_classes)
-    on_gpu = job.device == "gpu" and torch.cuda.is_available()
     metrics: dict[str, float] = {}
     if job.init_weights:
         model.load_state_dict(load_state_dict(job.init_weights))
@@ -193,21 +199,22 @@ def _train_builtin(job: Job) -> dict[str, float]:
         )
         metrics["inherited_share"] = share
         settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
-    if on_gpu:
-        model = model.cuda()
+    model = model.to(device)
     metrics["params"] = float(count_params(model))
     metrics["flops"] = float(count_flops(model, data.input_shape))
     metrics["epochs"] = float(settings["epochs"])
     lr = float(job.genome["training"]["lr"])
-    teacher_logits = _teacher_logits(job.teacher, data) if job.teacher else None
+    teacher_logits = _teacher_logits(job.teacher, data, device) if job.teacher else None
     if settings["epochs"] > 0:
-        metrics.update(train(model, data.x_train, data.y_train, settings, lr, seed, teacher_logits))
-    metrics["val_accuracy"] = accuracy(
-        model, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
-    )
-    if data.x_test is not None:
-        x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-        metrics["test_accuracy"] = accuracy(model, x_test, y_test)
+        source = split_of(data, "train", device, settings)
+        metrics.update(train(model, source, settings, lr, seed, teacher_logits))
+    recipe = Recipe.of(settings, device)
+    metrics["val_accuracy"] = accuracy(model, split_of(data, "val", device, settings), recipe)
+    if data.has_test:
+        test = split_of(data, "test", device, settings)
+        metrics["test_accuracy"] = accuracy(model, test, recipe)
+    metrics["peak_memory_mb"] = peak_memory_mb(device)
+    model = model.to(memory_format=torch.contiguous_format)  # weights saved in the usual layout
     metrics["size_bytes"] = float(size_bytes(model))
     metrics["latency_ms"] = latency_ms(model, data.input_shape)
     if job.weights_path:
@@ -218,15 +225,17 @@ def _train_builtin(job: Job) -> dict[str, float]:
 _TEACHER_LOGITS: dict[str, Any] = {}  # per worker: a teacher's outputs, computed once
 
 
-def _teacher_logits(teacher: dict[str, Any], data: Any) -> Any:
+def _teacher_logits(teacher: dict[str, Any], data: Any, device: Any) -> Any:
+    from evonas.batches import split_of
     from evonas.builder import build
     from evonas.train import logits_of
     from evonas.weights import load_state_dict
 
-    key = f"{teacher['weights']}@{id(data)}"  # load_task keeps one data object per task
+    key = f"{teacher['weights']}@{id(data)}@{device}"  # load_task keeps one object per task
     if key not in _TEACHER_LOGITS:
         model = build(teacher["genome"], data.input_shape, data.num_classes)
         model.load_state_dict(load_state_dict(teacher["weights"]))
         _TEACHER_LOGITS.clear()
-        _TEACHER_LOGITS[key] = logits_of(model, data.x_train)
+        source = split_of(data, "train", device, {"loader": "auto"})
+        _TEACHER_LOGITS[key] = logits_of(model.to(device), source)
     return _TEACHER_LOGITS[key]

@@ -33,20 +33,22 @@ def taylor_scores(genome: Genome, state: dict[str, Any], data: Any, seed: int) -
     import torch
     from torch import nn
 
+    from evonas.batches import split_of
     from evonas.builder import build
 
     model = build(genome, data.input_shape, data.num_classes)
     model.load_state_dict(state)
     model.eval()  # batch norms use their running statistics, as the trained network does
     generator = torch.Generator().manual_seed(int(seed))
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    source = split_of(data, "train", torch.device("cpu"), {"loader": "auto", "loader_workers": 0})
     params = dict(model.named_parameters())
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(TAYLOR_BATCHES):
-        batch = torch.randint(len(x), (min(TAYLOR_BATCH_SIZE, len(x)),), generator=generator)
+        size = min(TAYLOR_BATCH_SIZE, len(source))
+        x, y = source.take(torch.randint(len(source), (size,), generator=generator))
         model.zero_grad()
-        loss_fn(model(x[batch]), y[batch].long()).backward()
+        loss_fn(model(x), y.long()).backward()
         for name, p in params.items():
             if p.grad is not None:
                 total[name] += (p.detach() * p.grad).abs()

@@ -67,6 +67,8 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
 
     space, info = make_space(config)  # the task's data: a missing dataset or module is an error
     check_metrics(config, space, info)
+    if info is not None and config.evaluation == "trainer":
+        check_training(config, info)
     chosen = seed_files.collect(config.search)
     seed_files.check(chosen, space, info.input_shape if info else None)
     if info is not None:
@@ -85,6 +87,16 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
         make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries, parallel.address,
                   where.resources)  # fmt: skip
     return space, info, chosen
+
+
+def check_training(config: Config, info: TaskInfo) -> None:
+    """Training settings that do not fit the task's inputs."""
+    augment = config.training.augment
+    used = [name for name in ("crop", "flip", "cutout") if getattr(augment, name)]
+    if used and len(info.input_shape) not in (2, 3):
+        raise ConfigError(f"training.augment.{used[0]}: needs images (C, H, W) or signals "
+                          f"(C, L); task {info.name} has inputs of shape "
+                          f"{info.input_shape}")  # fmt: skip
 
 
 def _check_graph_search(config: Config, seeds: list[Seed]) -> None:

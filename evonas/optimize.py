@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from evonas.batches import Batches, split_of
 from evonas.builder import build, count_flops, latency_ms
 from evonas.genome import Genome, save_genome
 from evonas.store import writable
@@ -71,6 +72,10 @@ def optimize(
     out = writable(Path(out) if out else run.path / "optimized" / f"uid{uid}", "--out")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    train_set = split_of(data, "train", cpu, settings)
+    val_set = split_of(data, "val", cpu, settings)
+    test_set = split_of(data, "test", cpu, settings) if data.has_test else None
 
     def measure(name: str, model: nn.Module, flops_of: nn.Module | None = None) -> dict[str, Any]:
         path = out / f"{name}.pt"
@@ -84,22 +89,22 @@ def optimize(
             "gzip_bytes": len(gzip.compress(raw, 6, mtime=0)),
             "flops": count_flops(flops_of or model, data.input_shape),
             "latency_ms": round(latency_ms(model, data.input_shape, repeats=50), 4),
-            "val_accuracy": accuracy(model, *_tensors(data.x_val, data.y_val)),
+            "val_accuracy": accuracy(model, val_set),
         }
-        if data.x_test is not None:
-            row["test_accuracy"] = accuracy(model, *_tensors(data.x_test, data.y_test))
+        if test_set is not None:
+            row["test_accuracy"] = accuracy(model, test_set)
         return row
 
     rows = [measure("original", teacher)]
     for sparsity in sparsities:
         model = _copy_of(teacher, genome, data)
-        magnitude_prune(model, sparsity, data, {**settings, "epochs": finetune_epochs}, lr, seed)
+        magnitude_prune(model, sparsity, train_set, {**settings, "epochs": finetune_epochs}, lr,
+                        seed)  # fmt: skip
         rows.append(measure(f"pruned-{sparsity:g}", model, flops_of=teacher))
     for fraction in channel_fractions:
         small_genome, model = prune_channels(teacher, genome, fraction, data, importance, seed)
         if finetune_epochs > 0:
-            train(model, data.x_train, data.y_train, {**settings, "epochs": finetune_epochs},
-                  lr, seed)  # fmt: skip
+            train(model, train_set, {**settings, "epochs": finetune_epochs}, lr, seed)
         rows.append(measure(f"channels-{fraction:g}", model))
         save_genome(small_genome, out / f"channels-{fraction:g}.yaml")
     quantized = quantize_int8(teacher)
@@ -107,18 +112,14 @@ def optimize(
         rows.append(measure("int8-dynamic", quantized, flops_of=teacher))
     student_model = _student(run, teacher, genome, student, data, seed)
     epochs = distill_epochs or int(settings["epochs"])
-    teacher_logits = logits_of(teacher, data.x_train)
+    teacher_logits = logits_of(teacher, train_set)
     student_lr = float(run.genome(student).training["lr"]) if student is not None else lr
-    train(student_model, data.x_train, data.y_train, {**settings, "epochs": epochs}, student_lr,
-          seed, teacher_logits=teacher_logits)  # fmt: skip
+    train(student_model, train_set, {**settings, "epochs": epochs}, student_lr, seed,
+          teacher_logits=teacher_logits)  # fmt: skip
     rows.append(measure("distilled", student_model))
     table = pd.DataFrame(rows)
     table.to_csv(out / "table.csv", index=False)
     return table
-
-
-def _tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def _copy_of(model: nn.Module, genome: Genome, data) -> nn.Module:
@@ -142,8 +143,9 @@ def nonzero_params(model: nn.Module) -> int:
 
 
 def magnitude_prune(
-    model: nn.Module, sparsity: float, data, settings: dict[str, Any], lr: float, seed: int
-) -> None:
+    model: nn.Module, sparsity: float, source: Batches, settings: dict[str, Any], lr: float,
+    seed: int,
+) -> None:  # fmt: skip
     """Zero the `sparsity` share of conv and linear weights with the smallest magnitude (one
     global threshold), fine-tune with the mask held, and make the zeros permanent."""
     from torch.nn.utils import prune
@@ -155,7 +157,7 @@ def magnitude_prune(
     ]
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=sparsity)
     if settings["epochs"] > 0:
-        train(model, data.x_train, data.y_train, settings, lr, seed)
+        train(model, source, settings, lr, seed)
     for module, name in targets:
         prune.remove(module, name)
 

@@ -1,21 +1,19 @@
-"""Datasets as tasks with fixed, seeded train/validation/test splits (numpy only, no torch).
+"""Datasets as tasks with fixed, seeded train/validation/test splits (no torch imported here).
 
-Built-in tasks: `digits` (scikit-learn's bundled 8x8 digits as 1x8x8 images), `mnist1d` (generated
-offline by the `mnist1d` package, cached on disk), `synthetic` (tiny, learnable, for tests) and
-`fashion_mnist` (IDX files, e.g. Debian's dataset-fashion-mnist; options `path`, and `limit`
-to train on the first N training images). Any other name of the form
-`pkg.module:function` is a user task: the function takes the task's `options` as keyword
-arguments and returns a mapping with `x_train`, `y_train`, `x_val`, `y_val` and optionally `x_test`,
-`y_test` (numpy arrays; x shaped (N, F), (N, C, L) or (N, C, H, W); integer labels).
+The built-in datasets are listed in `evonas.datasets`. Any other name of the form
+`pkg.module:function` (or `file.py:function`) is a user task: the function takes the task's
+`options` as keyword arguments and returns a mapping, either of numpy arrays (`x_train`,
+`y_train`, `x_val`, `y_val`, optionally `x_test`, `y_test`; x shaped (N, F), (N, C, L) or
+(N, C, H, W), uint8 or float; integer labels), or of `torch.utils.data.Dataset`s (`train`,
+`val`, optionally `test`; each item an (input, label) pair; optionally `num_classes`, `mean`
+and `std`). Arrays stay in memory as they are (uint8 images stay uint8); `Scaling` says how they
+become model inputs, which happens on the device, batch by batch.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -24,15 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from evonas.datasets import BUILTIN, TaskError, cache_dir, load_builtin
 from evonas.plugins import PluginError, load_callable
 
+__all__ = ["TaskError", "TaskData", "DatasetTask", "Scaling", "cache_dir", "load_task"]
 
-class TaskError(ValueError):
-    """A task that cannot be loaded; the message says which and why."""
+
+@dataclass(frozen=True)
+class Scaling:
+    """How stored inputs become model inputs: `x / divisor` (255 for uint8 images), then
+    `(x - mean) / std` per channel (no standardisation when `mean` is empty)."""
+
+    divisor: float = 1.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class TaskData:
+    """A task held as arrays (any built-in dataset, or a user function returning arrays)."""
+
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -41,10 +50,35 @@ class TaskData:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     num_classes: int
+    scaling: Scaling = Scaling()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
+
+
+@dataclass(frozen=True)
+class DatasetTask:
+    """A task held as a user's torch Datasets; batches come through a DataLoader."""
+
+    name: str
+    train: Any
+    val: Any
+    test: Any | None
+    num_classes: int
+    input_shape: tuple[int, ...]
+    scaling: Scaling = Scaling()
+
+    @property
+    def has_test(self) -> bool:
+        return self.test is not None
+
+
+Task = TaskData | DatasetTask
 
 
 @dataclass(frozen=True)
@@ -61,22 +95,18 @@ class TaskInfo:
 
 def task_info(spec: Mapping[str, Any]) -> TaskInfo:
     data = load_task(spec)
-    chance = {"val_accuracy": _majority_share(data.y_val)}
-    if data.y_test is not None:
-        chance["test_accuracy"] = _majority_share(data.y_test)
-    return TaskInfo(data.name, data.input_shape, data.num_classes, data.x_test is not None, chance)
+    if isinstance(data, DatasetTask):
+        val, test = _labels_of(data.val), _labels_of(data.test) if data.test else None
+    else:
+        val, test = data.y_val, data.y_test
+    chance = {"val_accuracy": _majority_share(val)}
+    if test is not None:
+        chance["test_accuracy"] = _majority_share(test)
+    return TaskInfo(data.name, data.input_shape, data.num_classes, data.has_test, chance)
 
 
 def _majority_share(labels: np.ndarray) -> float:
     return float(np.bincount(labels).max() / max(1, len(labels)))
-
-
-def cache_dir() -> Path:
-    """Where generated datasets are cached: $EVONAS_CACHE, else ~/.cache/evonas."""
-    root = os.environ.get("EVONAS_CACHE") or Path.home() / ".cache" / "evonas"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def split(
@@ -89,126 +119,59 @@ def split(
     return x[rest], y[rest], x[part], y[part]
 
 
-def _digits(options: dict[str, Any]) -> dict[str, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
-    return {"x": x, "y": bunch.target}
-
-
-def _mnist1d(options: dict[str, Any]) -> dict[str, np.ndarray]:
-    path = cache_dir() / "mnist1d.npz"
-    if not path.exists():
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        data = make_dataset(get_dataset_args())
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(
-            tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"]
-        )
-        os.replace(tmp, path)
-    with np.load(path) as data:
-        return {
-            "x": data["x"].astype(np.float32)[:, None, :],
-            "y": data["y"],
-            "x_test": data["x_test"].astype(np.float32)[:, None, :],
-            "y_test": data["y_test"],
-        }
-
-
-def _synthetic(options: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Noisy class templates: learnable in a few epochs, generated in milliseconds."""
-    limits = {"samples": (600, 10, 1_000_000), "length": (16, 1, 100_000),
-              "classes": (3, 2, 1_000), "seed": (0, 0, 2**32 - 1)}  # fmt: skip
-    unknown = sorted(set(options) - set(limits))
-    if unknown:
-        raise TaskError(f"task.options.{unknown[0]}: unknown option of the synthetic task "
-                        f"(it takes {sorted(limits)})")  # fmt: skip
-    values = {}
-    for key, (default, low, high) in limits.items():
-        value = options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise TaskError(f"task.options.{key}: expected a whole number in [{low}, {high}], "
-                            f"got {value!r}")  # fmt: skip
-        values[key] = value
-    n, length, classes, seed = (values[k] for k in ("samples", "length", "classes", "seed"))
-    rng = np.random.default_rng(seed)
-    templates = rng.normal(size=(classes, length))
-    y = rng.integers(0, classes, size=n)
-    x = templates[y] + rng.normal(scale=1.0, size=(n, length))
-    return {"x": x.astype(np.float32)[:, None, :], "y": y}
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def _fashion_mnist(options: dict[str, Any]) -> dict[str, np.ndarray]:
-    root = Path(options.get("path", "/usr/share/datasets/fashion-mnist"))
-
-    def find(stem: str) -> Path:
-        for name in (stem, stem + ".gz"):
-            if (root / name).exists():
-                return root / name
-        raise TaskError(f"fashion_mnist: {root / stem}[.gz] not found (set task.options.path)")
-
-    limit = options.get("limit")  # the first N training images (the files are shuffled)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 10):
-        raise TaskError(f"task.options.limit: expected a whole number of images >= 10, got "
-                        f"{limit!r}")  # fmt: skip
-    x = _read_idx(find("train-images-idx3-ubyte"))[:limit].astype(np.float32)[:, None] / 255.0
-    y = _read_idx(find("train-labels-idx1-ubyte"))[:limit]
-    x_test = _read_idx(find("t10k-images-idx3-ubyte")).astype(np.float32)[:, None] / 255.0
-    y_test = _read_idx(find("t10k-labels-idx1-ubyte"))
-    return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
-
-
-BUILTIN: dict[str, Callable[[dict[str, Any]], dict[str, np.ndarray]]] = {
-    "digits": _digits,
-    "mnist1d": _mnist1d,
-    "synthetic": _synthetic,
-    "fashion_mnist": _fashion_mnist,
-}
-
-
-def load_task(spec: Mapping[str, Any]) -> TaskData:
+def load_task(spec: Mapping[str, Any]) -> Task:
     """Load the task described by the config's `task` section (cached per process)."""
     return _load_cached(json.dumps(dict(spec), sort_keys=True))
 
 
 @lru_cache(maxsize=4)
-def _load_cached(spec_json: str) -> TaskData:
+def _load_cached(spec_json: str) -> Task:
     spec = json.loads(spec_json)
     name, options = spec["name"], dict(spec.get("options") or {})
     if name in BUILTIN:
-        raw = BUILTIN[name](options)
-        return _split_builtin(name, raw, spec)
+        return _split_builtin(name, load_builtin(name, options), spec)
     if ":" not in name:
-        raise TaskError(
-            f"task.name: unknown task {name!r}; expected {sorted(BUILTIN)} or pkg.mod:fn"
-        )
+        raise TaskError(f"task.name: unknown task {name!r}; expected one of "
+                        f"{', '.join(sorted(BUILTIN))}, table, or pkg.module:function")  # fmt: skip
     return _user_task(name, options)
 
 
-def _split_builtin(name: str, raw: dict[str, np.ndarray], spec: dict[str, Any]) -> TaskData:
+def _split_builtin(name: str, raw: dict[str, Any], spec: dict[str, Any]) -> TaskData:
     seed = int(spec.get("split_seed", 0))
-    x, y = raw["x"], raw["y"].astype(np.int64)
+    x, y = raw["x"], np.asarray(raw["y"]).astype(np.int64)
     if "x_test" in raw:
-        x_test, y_test = raw["x_test"], raw["y_test"].astype(np.int64)
+        x_test, y_test = raw["x_test"], np.asarray(raw["y_test"]).astype(np.int64)
     else:
         x, y, x_test, y_test = split(x, y, float(spec.get("test_fraction", 0.2)), seed + 1)
-    x_train, y_train, x_val, y_val = split(x, y, float(spec.get("val_fraction", 0.2)), seed)
-    classes = int(max(y.max(), y_test.max()) + 1)
-    return TaskData(name, x_train, y_train, x_val, y_val, x_test, y_test, classes)
+    if "x_val" in raw:
+        x_train, y_train, x_val, y_val = x, y, raw["x_val"], raw["y_val"].astype(np.int64)
+    else:
+        x_train, y_train, x_val, y_val = split(x, y, float(spec.get("val_fraction", 0.2)), seed)
+    classes = int(max(y.max(), y_test.max(), y_val.max()) + 1)
+    scaling = scaling_of(x_train, bool(raw.get("standardize")))
+    return TaskData(name, x_train, y_train, x_val, y_val, x_test, y_test, classes, scaling)
 
 
-def _user_task(name: str, options: dict[str, Any]) -> TaskData:
+def scaling_of(x_train: np.ndarray, standardize: bool) -> Scaling:
+    """uint8 inputs are scaled to [0, 1]; with `standardize`, then to zero mean and unit
+    variance per channel, as measured on the training split."""
+    divisor = 255.0 if x_train.dtype == np.uint8 else 1.0
+    if not standardize or x_train.ndim < 3:
+        return Scaling(divisor)
+    axes = (0, *range(2, x_train.ndim))
+    mean = np.zeros(x_train.shape[1])
+    square = np.zeros(x_train.shape[1])
+    for begin in range(0, len(x_train), 4096):  # in chunks: no float copy of a large set
+        chunk = x_train[begin : begin + 4096].astype(np.float64) / divisor
+        mean += chunk.sum(axis=axes)
+        square += (chunk * chunk).sum(axis=axes)
+    count = x_train.size / x_train.shape[1]
+    mean /= count
+    std = np.sqrt(np.maximum(square / count - mean * mean, 1e-12))
+    return Scaling(divisor, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+def _user_task(name: str, options: dict[str, Any]) -> Task:
     try:
         fn = load_callable(name, what="task.name")
     except PluginError as exc:
@@ -218,37 +181,64 @@ def _user_task(name: str, options: dict[str, Any]) -> TaskData:
     except Exception as exc:  # user code: report, never crash with a traceback
         raise TaskError(f"task {name} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(raw, Mapping):
-        raise TaskError(f"task {name}: must return a mapping with x_train, y_train, x_val, y_val")
+        raise TaskError(f"task {name}: must return a mapping with x_train, y_train, x_val, y_val "
+                        "(arrays) or train, val (torch Datasets)")  # fmt: skip
+    if "train" in raw:
+        return _dataset_task(name, raw)
     missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in raw]
     if missing:
         raise TaskError(f"task {name}: returned mapping lacks {', '.join(missing)}")
     arrays = {k: np.asarray(v) for k, v in raw.items()}
     for key in ("x_train", "x_val", "x_test"):
-        if key in arrays:
+        if key in arrays and arrays[key].dtype != np.uint8:
             arrays[key] = arrays[key].astype(np.float32)
     for key in ("y_train", "y_val", "y_test"):
         if key in arrays:
             arrays[key] = arrays[key].astype(np.int64)
     ys = [arrays[k] for k in ("y_train", "y_val", "y_test") if k in arrays]
     classes = int(max(y.max() for y in ys) + 1)
-    return TaskData(
-        name,
-        arrays["x_train"],
-        arrays["y_train"],
-        arrays["x_val"],
-        arrays["y_val"],
-        arrays.get("x_test"),
-        arrays.get("y_test"),
-        classes,
-    )
+    return TaskData(name, arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"],
+                    arrays.get("x_test"), arrays.get("y_test"), classes,
+                    scaling_of(arrays["x_train"], False))  # fmt: skip
 
 
-def task_fingerprint(data: TaskData) -> str:
-    """A short hash of the split contents, to notice a task that changed under a run."""
-    h = hashlib.sha256()
-    for array in (data.x_train, data.y_train, data.x_val, data.y_val):
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()[:16]
+def _dataset_task(name: str, raw: Mapping[str, Any]) -> DatasetTask:
+    """A user's torch Datasets: shapes from the first training item, classes from
+    `num_classes`, else from the labels (a Dataset's `targets` when it has them)."""
+    if "val" not in raw:
+        raise TaskError(f"task {name}: returned 'train' but no 'val' Dataset")
+    unknown = sorted(set(raw) - {"train", "val", "test", "num_classes", "mean", "std"})
+    if unknown:
+        raise TaskError(f"task {name}: returned an unknown entry {unknown[0]!r} (expected train, "
+                        "val, test, num_classes, mean, std)")  # fmt: skip
+    for key in ("train", "val", "test"):
+        if key in raw and not (hasattr(raw[key], "__getitem__") and hasattr(raw[key], "__len__")):
+            raise TaskError(f"task {name}: {key!r} must be a map-style Dataset (with __len__ and "
+                            f"__getitem__), got {type(raw[key]).__name__}")  # fmt: skip
+        if key in raw and len(raw[key]) == 0:
+            raise TaskError(f"task {name}: the {key!r} Dataset is empty")
+    try:
+        first = np.asarray(raw["train"][0][0])
+    except Exception as exc:
+        raise TaskError(f"task {name}: train[0] must be an (input, label) pair ({exc})") from None
+    classes = raw.get("num_classes")
+    if classes is None:
+        classes = max(int(_labels_of(raw[k]).max()) for k in ("train", "val", "test") if k in raw)
+        classes += 1
+    divisor = 255.0 if first.dtype == np.uint8 else 1.0
+    mean, std = tuple(raw.get("mean") or ()), tuple(raw.get("std") or ())
+    if len(mean) != len(std) or (mean and len(mean) != first.shape[0]):
+        raise TaskError(f"task {name}: mean and std need one value per input channel "
+                        f"({first.shape[0]})")  # fmt: skip
+    return DatasetTask(name, raw["train"], raw["val"], raw.get("test"), int(classes),
+                       tuple(int(d) for d in first.shape), Scaling(divisor, mean, std))  # fmt: skip
+
+
+def _labels_of(dataset: Any) -> np.ndarray:
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets).astype(np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 
 # --- table lookup: fitness read from a CSV table (e.g. NAS-Bench-201) ------------------------

@@ -1,14 +1,31 @@
-"""The training and evaluation loop: a pure function of model, data, settings and seed."""
+"""The training and evaluation loop: a pure function of model, batches, settings and seed.
+
+`Recipe` is the typed form of the `training` settings the loop uses, with each `auto` resolved
+for the device: mixed precision (bf16 where the GPU has it, fp16 with a gradient scaler
+otherwise; fp32 on the CPU, where autocast is rarely faster), channels-last and cudnn autotuning
+on CUDA. Everything runs on the device: batches arrive there (`evonas.batches`), are augmented
+there (`evonas.augment`), and the loss is read back once per `SYNC_STEPS` steps, not per step,
+so a GPU never waits for the host.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import resource
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from evonas.augment import Augment, augment
+from evonas.batches import Batches, steps_per_epoch
+
+SYNC_STEPS = 64  # steps between reads of the loss (each read makes the host wait for the GPU)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(RuntimeError):
@@ -19,21 +36,113 @@ class TimeBudgetExceeded(RuntimeError):
     """Training ran past its wall-clock budget."""
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How to train, resolved for one device (see the module docstring)."""
+
+    optimizer: str = "adam"
+    epochs: int = 1
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: Augment = Augment()
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    compile: bool = False
+    timeout: float = 0.0
+
+    @classmethod
+    def of(cls, settings: dict[str, Any], device: torch.device) -> Recipe:
+        """The recipe of the `training` settings (a plain dict) on `device`."""
+        cuda = device.type == "cuda"
+        precision = settings.get("precision", "auto")
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        channels_last = settings.get("channels_last", "auto")
+        cudnn = settings.get("cudnn_benchmark", "auto")
+        return cls(
+            optimizer=settings.get("optimizer", "adam"),
+            epochs=int(settings.get("epochs", 1)),
+            batch_size=int(settings.get("batch_size", 64)),
+            weight_decay=float(settings.get("weight_decay", 0.0)),
+            momentum=float(settings.get("momentum", 0.9)),
+            nesterov=bool(settings.get("nesterov", True)),
+            schedule=settings.get("schedule", "cosine"),
+            warmup_epochs=float(settings.get("warmup_epochs", 0.0)),
+            label_smoothing=float(settings.get("label_smoothing", 0.0)),
+            augment=Augment.of(settings.get("augment")),
+            precision=precision,
+            channels_last=cuda if channels_last == "auto" else bool(channels_last),
+            cudnn_benchmark=cuda if cudnn == "auto" else bool(cudnn),
+            compile=bool(settings.get("compile", False)),
+            timeout=float(settings.get("timeout") or 0.0),
+        )
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=DTYPES[self.precision])
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
 def device_of(model: nn.Module) -> torch.device:
     """Where the model lives (the CPU for a model without float parameters, e.g. quantized)."""
     return next(model.parameters(), torch.zeros(0)).device
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-        )
-    raise ValueError(f"training.optimizer: unknown optimizer {name!r}")
+def prepare(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """The model in the recipe's memory layout, and cudnn set to autotune if asked."""
+    if recipe.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    params, decay = model.parameters(), recipe.weight_decay
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0,
+                               weight_decay=decay)  # fmt: skip
+    raise ValueError(f"training.optimizer: unknown optimizer {recipe.optimizer!r}")
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, lr: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped once per batch: linear warm-up over `warmup_epochs`,
+    then cosine decay to 0, one-cycle (Smith 2018), or constant."""
+    total = max(1, recipe.epochs * steps_per_epoch)
+    warm = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler
+    if recipe.schedule == "onecycle":
+        start = warm / total if warm else 0.3  # torch's default share of the rise
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=start)
+    if recipe.schedule == "cosine" and not warm:
+        return sched.CosineAnnealingLR(optimizer, T_max=total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if recipe.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return sched.LambdaLR(optimizer, factor)
 
 
 def distillation_loss(
@@ -53,77 +162,122 @@ def distillation_loss(
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
-    """The model's outputs for every row of `x`, in eval mode."""
+def logits_of(model: nn.Module, source: Batches, recipe: Recipe | None = None) -> torch.Tensor:
+    """The model's outputs (float32) for every sample of `source`, in order, in eval mode."""
+    recipe = recipe or Recipe()
     model.eval()
-    xt = torch.from_numpy(x).to(device_of(model))
-    return torch.cat([model(xt[i : i + batch_size]) for i in range(0, len(xt), batch_size)])
+    outputs = []
+    with recipe.autocast(source.device):
+        for x, _, _ in source.batches(1024):
+            outputs.append(model(recipe.layout(x)).float())
+    return torch.cat(outputs)
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, source: Batches, recipe: Recipe | None = None) -> float:
+    """The share of samples of `source` whose largest output is their label, in eval mode."""
+    recipe = recipe or Recipe()
     model.eval()
-    device = device_of(model)
-    x, y = x.to(device), y.to(device)
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    return correct / max(1, len(x))
+    correct = torch.zeros((), dtype=torch.int64, device=source.device)
+    with recipe.autocast(source.device):
+        for x, y, _ in source.batches(1024):
+            correct += (model(recipe.layout(x)).argmax(dim=1) == y).sum()
+    return int(correct) / max(1, len(source))
 
 
 def train(
     model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
+    source: Batches,
     settings: dict[str, Any],
     lr: float,
     seed: int,
     teacher_logits: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place with mini-batch gradient descent; returns loss and timing.
+    """Train `model` in place on the batches of `source`; returns the last epoch's mean loss
+    and the time taken.
 
-    Shuffling and initialisation-independent randomness (dropout) come from `seed`. With
-    `teacher_logits` (one row per training sample) the loss is knowledge distillation:
-    `distill_alpha` x T^2 x KL(teacher || student at temperature T) + (1 - alpha) x cross-entropy,
-    with T = `distill_temperature`. Raises TrainingDiverged on a non-finite loss and
-    TimeBudgetExceeded past `settings['timeout']` seconds.
+    Shuffling, augmentation and dropout come from `seed`. With `teacher_logits` (one row per
+    training sample) the loss is knowledge distillation: `distill_alpha` x T^2 x KL(teacher ||
+    student at temperature T) + (1 - alpha) x cross-entropy, with T = `distill_temperature`.
+    Raises TrainingDiverged on a non-finite loss and TimeBudgetExceeded past
+    `settings['timeout']` seconds.
     """
+    device = source.device
+    recipe = Recipe.of(settings, device)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = device_of(model)
-    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    order_generator = torch.Generator().manual_seed(seed)
+    augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
     if teacher_logits is not None:
         teacher_logits = teacher_logits.to(device)
-    optimizer = make_optimizer(model, settings["optimizer"], lr, settings["weight_decay"])
-    loss_fn = nn.CrossEntropyLoss()
-    batch_size, epochs = settings["batch_size"], settings["epochs"]
-    budget = settings.get("timeout")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, epochs * math.ceil(len(xt) / batch_size))
-    )
-    start = time.perf_counter()
-    loss_value = float("nan")
-    for epoch in range(epochs):
+    model = prepare(model, recipe)
+    stepper = torch.compile(model) if recipe.compile else model
+    optimizer = make_optimizer(model, recipe, lr)
+    schedule = make_schedule(optimizer, recipe, steps_per_epoch(len(source), recipe.batch_size), lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    start, mean_loss = time.perf_counter(), float("nan")
+    for epoch in range(recipe.epochs):
         model.train()
-        order = torch.randperm(len(xt), generator=generator).to(device)
-        for begin in range(0, len(xt), batch_size):
-            index = order[begin : begin + batch_size]
-            if len(index) < 2 and len(xt) >= 2:
+        order = torch.randperm(len(source), generator=order_generator)
+        total = torch.zeros((), device=device)
+        seen = 0
+        for step, (x, y, index) in enumerate(source.batches(recipe.batch_size, order)):
+            if len(y) < 2 and len(source) >= 2:
                 continue  # batch norm cannot train on a single sample
+            if recipe.augment.active:
+                x = augment(x, recipe.augment, augment_generator)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(xt[index])
-            loss = loss_fn(logits, yt[index])
-            if teacher_logits is not None:
-                loss = distillation_loss(logits, teacher_logits[index], loss, settings)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"loss became {loss_value} in epoch {epoch + 1}")
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        if budget and time.perf_counter() - start > budget:
+            with recipe.autocast(device):
+                logits = stepper(recipe.layout(x))
+                loss = loss_fn(logits.float(), y)
+                if teacher_logits is not None:
+                    loss = distillation_loss(logits.float(), teacher_logits[index.to(device)],
+                                             loss, settings)  # fmt: skip
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total += loss.detach() * len(y)
+            seen += len(y)
+            if step % SYNC_STEPS == SYNC_STEPS - 1:
+                _check_finite(float(total), epoch)
+        mean_loss = float(total) / max(1, seen)
+        _check_finite(mean_loss, epoch)
+        if recipe.timeout and time.perf_counter() - start > recipe.timeout:
             raise TimeBudgetExceeded(
-                f"training exceeded its budget of {budget} s in epoch {epoch + 1}"
+                f"training exceeded its budget of {recipe.timeout:g} s in epoch {epoch + 1}"
             )
-    return {"train_loss": loss_value, "train_seconds": time.perf_counter() - start}
+    return {"train_loss": mean_loss, "train_seconds": time.perf_counter() - start}
+
+
+def _check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"loss became {loss} in epoch {epoch + 1}")
+
+
+# --- peak memory ------------------------------------------------------------------------------
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring the peak memory of what follows (see `peak_memory_mb`)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        _CLEAR_REFS.write_text("5")  # Linux: reset this process's peak resident size
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """On a GPU, the most device memory torch held since `reset_peak_memory`; on the CPU, the
+    process's peak resident size since then (Linux; elsewhere since the process started),
+    which includes the data and libraries the worker holds."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

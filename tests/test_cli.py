@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from evonas.evaluate import MEASURED_METRICS
 from tests.conftest import ROOT, cli, run_cli, tiny_config_yaml
 
-TIMING = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
+TIMING = ["worker", "started_at", "finished_at", "eval_seconds", *MEASURED_METRICS]
 
 
 def individuals(run_dir):

@@ -5,11 +5,12 @@ import pytest
 
 from evonas import pools
 from evonas.config import ConfigError, resolve
+from evonas.evaluate import MEASURED_METRICS
 from evonas.launch import run_search, start_search
 from tests.conftest import FAULTS, TINY
 
 pytestmark = pytest.mark.slow  # clusters of worker processes
-WHERE = ["worker", "started_at", "finished_at", "eval_seconds", "train_seconds", "latency_ms"]
+WHERE = ["worker", "started_at", "finished_at", "eval_seconds", *MEASURED_METRICS]
 CONFIG = {**TINY, "parallel": {"backend": "loky"},
           "training": {**TINY["training"], "inherit_weights": True},
           "search": {"population": 4, "generations": 2}}  # fmt: skip

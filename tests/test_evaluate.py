@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from evonas.evaluate import run_job
+from evonas.evaluate import MEASURED_METRICS, run_job
 from evonas.records import Job, evaluation_seed
 from tests.test_train import GENOME
 
@@ -34,14 +34,14 @@ def test_builtin_job_reports_all_metrics():
     assert result["uid"] == 7
     metrics = result["metrics"]
     expected = {"val_accuracy", "test_accuracy", "params", "flops", "train_seconds", "size_bytes",
-                "latency_ms"}  # fmt: skip
+                "latency_ms", "peak_memory_mb"}  # fmt: skip
     assert expected <= set(metrics)
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["params"] > 0 and metrics["flops"] > 0
 
 
 def test_same_job_gives_same_metrics():
     a, b = run_job(job())["metrics"], run_job(job())["metrics"]
-    for timing in ("train_seconds", "latency_ms"):
+    for timing in MEASURED_METRICS:
         a.pop(timing), b.pop(timing)
     assert a == b
 

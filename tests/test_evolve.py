@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from evonas.config import ConfigError, resolve
+from evonas.evaluate import MEASURED_METRICS
 from evonas.launch import resume_search, run_search, run_to_end, start_search
 from evonas.operators import OPERATORS, operator_weights
 from evonas.reporters import Reporter
@@ -35,7 +36,7 @@ TINY = [
 ]
 FAULTS = Path(__file__).with_name("faults.py")
 TIMING = ["worker", "started_at", "finished_at", "eval_seconds"]
-MEASURED = [*TIMING, "train_seconds", "latency_ms"]  # measured, not computed
+MEASURED = [*TIMING, *MEASURED_METRICS]  # measured, not computed
 
 
 def search(tmp_path, *sets, name="run"):

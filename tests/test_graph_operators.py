@@ -19,6 +19,7 @@ from evonas.importer import import_model, write_import
 from evonas.operators import OPERATORS, mutation_names
 from evonas.optimize import optimize
 from evonas.spaces import GraphSpace
+from evonas.tasks import TaskData
 from evonas.weights import plan, save_state_dict
 from tests import model_zoo
 from tests.conftest import ROOT, cli
@@ -258,14 +259,13 @@ def test_other_importances_choose_channels_deterministically(tmp_path, select):
     child = Genome(with_width(genome.genes, group, group.width // 2), dict(genome.training))
     data = model_zoo.digits_images(shape[-1], shape[0])
 
-    class Data:  # the fields of TaskData that the Taylor score reads
-        input_shape, num_classes = shape, 10
-        x_train, y_train = data["x_train"], data["y_train"]
+    task = TaskData("digits", data["x_train"], data["y_train"], data["x_train"][:10],
+                    data["y_train"][:10], None, None, 10)  # fmt: skip
 
     kept = []
     for _ in range(2):
         model = build(child, shape, 10)
-        inherit_graph(model, child, shape, plan(child, [(1, genome, path)], select), 7, Data)
+        inherit_graph(model, child, shape, plan(child, [(1, genome, path)], select), 7, task)
         kept.append(model.state_dict()[f"g{group.producers[0]}.weight"])
     torch.testing.assert_close(kept[0], kept[1])
 

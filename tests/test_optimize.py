@@ -85,6 +85,7 @@ def test_cli_optimize_prints_the_table_and_rejects_bad_input(run):
 
 
 def test_int8_variant_of_a_model_without_float_parameters_is_measurable():
+    from evonas.batches import arrays
     from evonas.builder import build
     from evonas.genome import parse_genome
     from evonas.optimize import quantize_int8
@@ -92,8 +93,8 @@ def test_int8_variant_of_a_model_without_float_parameters_is_measurable():
 
     genome = parse_genome({"layers": [{"id": 1, "op": "dense", "units": 8, "activation": "relu"}]})
     quantized = quantize_int8(build(genome, (6,), 3).eval())
-    x, y = torch.randn(10, 6), torch.zeros(10, dtype=torch.long)
-    assert 0 <= accuracy(quantized, x, y) <= 1
+    x, y = torch.randn(10, 6).numpy(), torch.zeros(10, dtype=torch.long).numpy()
+    assert 0 <= accuracy(quantized, arrays(x, y)) <= 1
 
 
 def test_channel_pruning_makes_a_smaller_dense_network(run, optimized):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from evonas.batches import arrays
 from evonas.builder import build
 from evonas.genome import parse_genome
 from evonas.tasks import load_task
@@ -48,13 +49,13 @@ def trained(seed, **settings):
     d = data()
     torch.manual_seed(seed)
     model = build(GENOME, d.input_shape, d.num_classes)
-    stats = train(model, d.x_train, d.y_train, {**SETTINGS, **settings}, 0.01, seed)
+    stats = train(model, arrays(d.x_train, d.y_train), {**SETTINGS, **settings}, 0.01, seed)
     return model, stats, d
 
 
 def test_training_learns_the_task():
     model, stats, d = trained(0)
-    val = accuracy(model, torch.from_numpy(d.x_val), torch.from_numpy(d.y_val))
+    val = accuracy(model, arrays(d.x_val, d.y_val))
     assert val > 0.8  # three classes: chance is 1/3
     assert stats["train_seconds"] > 0
 
@@ -74,7 +75,7 @@ def test_nan_loss_is_an_error():
     x[0, 0, 0] = np.nan
     model = build(GENOME, d.input_shape, d.num_classes)
     with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1"):
-        train(model, x, d.y_train, SETTINGS, 0.01, 0)
+        train(model, arrays(x, d.y_train), SETTINGS, 0.01, 0)
 
 
 def test_time_budget_is_enforced():
@@ -84,15 +85,14 @@ def test_time_budget_is_enforced():
 
 def test_distillation_follows_the_teacher_not_the_labels():
     teacher, _, d = trained(0)
-    teacher_logits = logits_of(teacher, d.x_train)
+    teacher_logits = logits_of(teacher, arrays(d.x_train, d.y_train))
     wrong = np.random.default_rng(0).permutation(d.y_train)  # labels that teach nothing
-    x_val, y_val = torch.from_numpy(d.x_val), torch.from_numpy(d.y_val)
     results = {}
     for alpha in (0.0, 1.0):
         torch.manual_seed(1)
         student = build(GENOME, d.input_shape, d.num_classes)
         settings = {**SETTINGS, "distill_alpha": alpha, "distill_temperature": 2.0}
-        train(student, d.x_train, wrong, settings, 0.01, 1, teacher_logits=teacher_logits)
-        results[alpha] = accuracy(student, x_val, y_val)
+        train(student, arrays(d.x_train, wrong), settings, 0.01, 1, teacher_logits=teacher_logits)
+        results[alpha] = accuracy(student, arrays(d.x_val, d.y_val))
     assert results[1.0] > 0.75  # learned the task from the teacher's soft targets alone
     assert results[0.0] < 0.6  # the same training on the shuffled labels alone does not

@@ -1,0 +1,226 @@
+"""A task's splits as batches on the training device, turned into model inputs there.
+
+Two sources behind one protocol (`Batches`), chosen by `training.loader`:
+
+- `TensorBatches` (`device`): the split lives on the device, copied there once per worker
+  process and kept for the next evaluation; a batch is one indexing of the whole tensor, with no
+  per-sample Python. On the CPU the arrays are used in place (no copy at all).
+- `LoaderBatches` (`workers`): a `DataLoader` with worker processes, pinned memory and
+  non-blocking copies, for a user's Datasets and for arrays too large for the device.
+
+Both take the batch order from the caller (the same seeded permutation), so a model trains on
+the same batches whichever source serves them, and yield `(x, y, index)`: x scaled and
+standardised on the device (uint8 stays uint8 until then), and the samples' indices (for a
+teacher's logits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from evonas.tasks import DatasetTask, Scaling, Task, TaskData
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+SPLITS = ("train", "val", "test")
+# `auto` keeps arrays on a GPU when all splits take at most this share of its free memory.
+DEVICE_SHARE = 0.5
+
+
+class Batches(Protocol):
+    """A split of a task, served as batches of model inputs on `device`."""
+
+    device: torch.device
+
+    def __len__(self) -> int:
+        """The number of samples."""
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        """Batches in `order` (a permutation of the samples; None: as stored)."""
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model inputs and labels of the samples at `index`."""
+
+
+def model_input(x: torch.Tensor, scaling: Scaling) -> torch.Tensor:
+    """Stored inputs as the model sees them (see `Scaling`); float inputs of a task that needs
+    no scaling are passed through untouched."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    if scaling.divisor != 1.0:
+        x = x / scaling.divisor  # division, as numpy's `/ 255.0` did: the same floats
+    if scaling.mean:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(scaling.mean, device=x.device).view(shape)
+        std = torch.tensor(scaling.std, device=x.device).view(shape)
+        x = (x - mean) / std
+    return x
+
+
+class TensorBatches:
+    """A split held as tensors on the device."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, scaling: Scaling) -> None:
+        self.x, self.y, self.scaling, self.device = x, y, scaling, x.device
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        if order is None:
+            order = torch.arange(len(self.x))
+        order = order.to(self.device)
+        for begin in range(0, len(order), batch_size):
+            index = order[begin : begin + batch_size]
+            yield model_input(self.x[index], self.scaling), self.y[index], index
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.to(self.device)
+        return model_input(self.x[index], self.scaling), self.y[index]
+
+
+class _Arrays(Dataset):
+    """Arrays as a Dataset that fetches a whole batch at once (`__getitems__`)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = np.asarray(indices)
+        return (torch.from_numpy(self.x[index]), torch.from_numpy(self.y[index]),
+                torch.from_numpy(index))  # fmt: skip
+
+
+class _Indexed(Dataset):
+    """A user's Dataset whose items also carry their index."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+        x, y = self.dataset[i][:2]
+        return torch.as_tensor(np.asarray(x)), int(y), i
+
+
+def _already_batched(batch: Batch) -> Batch:
+    return batch
+
+
+class _Order:
+    """The batch sampler: the batches of the epoch the trainer asks for next."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+class LoaderBatches:
+    """A split served by a DataLoader with worker processes; copies overlap with compute."""
+
+    def __init__(self, dataset: Dataset, scaling: Scaling, device: torch.device, workers: int):
+        self.dataset, self.scaling, self.device = dataset, scaling, device
+        self.order = _Order()
+        batched = isinstance(dataset, _Arrays)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.order,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,  # started once per evaluation, not per epoch
+            collate_fn=_already_batched if batched else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        indices = (order if order is not None else torch.arange(len(self))).tolist()
+        starts = range(0, len(indices), batch_size)
+        self.order.chunks = [indices[b : b + batch_size] for b in starts]
+        for x, y, index in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            yield model_input(x, self.scaling), y.to(self.device, non_blocking=True), index
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = next(self.batches(len(index), index))
+        return x, y
+
+
+_ON_DEVICE: dict[tuple[int, str], tuple[np.ndarray, torch.Tensor]] = {}
+
+
+def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The array as a tensor on `device`: shared on the CPU, copied once per worker on a GPU."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cpu":
+        return tensor
+    key = (id(array), str(device))
+    if key not in _ON_DEVICE:
+        if len(_ON_DEVICE) >= 6:  # another task: free the previous one's copies
+            _ON_DEVICE.clear()
+        _ON_DEVICE[key] = (array, tensor.to(device))  # the array is kept: its id stays unique
+    return _ON_DEVICE[key][1]
+
+
+def fits_on_device(data: TaskData, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    arrays = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
+    return sum(a.nbytes for a in arrays if a is not None) <= DEVICE_SHARE * free
+
+
+def split_of(data: Task, split: str, device: torch.device, settings: dict[str, Any]) -> Batches:
+    """One split of `data` ("train", "val" or "test") as batches on `device`, served as
+    `settings['loader']` says (auto: arrays on the device when they fit, else workers)."""
+    loader = settings.get("loader", "auto")
+    workers = int(settings.get("loader_workers", 2))
+    if isinstance(data, DatasetTask):
+        dataset = getattr(data, split)
+        if loader == "device":
+            x, y = _materialise(dataset)
+            return TensorBatches(x.to(device), y.to(device), data.scaling)
+        return LoaderBatches(_Indexed(dataset), data.scaling, device, workers)
+    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    if loader == "workers" or (loader == "auto" and not fits_on_device(data, device)):
+        return LoaderBatches(_Arrays(x, y), data.scaling, device, workers)
+    return TensorBatches(_on_device(x, device), _on_device(y, device), data.scaling)
+
+
+def arrays(x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> TensorBatches:
+    """Plain arrays (float inputs used as they are) as batches on `device`."""
+    device = torch.device(device)
+    return TensorBatches(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), Scaling())
+
+
+def _materialise(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A user's Dataset read once into two tensors (`training.loader: device`)."""
+    loader = DataLoader(_Indexed(dataset), batch_size=512)
+    xs, ys = [], []
+    for x, y, _ in loader:
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(samples / batch_size))

@@ -17,6 +17,7 @@ teacher's logits).
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 # `auto` keeps arrays on a GPU when all splits take at most this share of its free memory.
 DEVICE_SHARE = 0.5
+_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class Batches(Protocol):
@@ -146,6 +148,9 @@ class LoaderBatches:
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,  # started once per evaluation, not per epoch
+            # explicit: inside a loky worker the default context is loky's, which DataLoader
+            # cannot start; fork is safe here because loader workers never touch CUDA
+            multiprocessing_context=(_START_METHOD if workers > 0 else None),
             collate_fn=_already_batched if batched else None,
         )
 

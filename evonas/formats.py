@@ -51,7 +51,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         raise FormatError(f"{path}: {len(data)} bytes; its header {dims} needs {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    # a writable copy: torch warns on (and must not write to) read-only buffers
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 CIFAR_SIDE = 32

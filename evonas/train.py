@@ -137,7 +137,7 @@ def make_schedule(
 
     def factor(step: int) -> float:
         if step < warm:
-            return (step + 1) / (warm + 1)
+            return (step + 1) / warm  # reaches the full rate at the last warm-up step
         if recipe.schedule == "constant":
             return 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,11 +58,16 @@ def model_input(x: torch.Tensor, scaling: Scaling) -> torch.Tensor:
     if scaling.divisor != 1.0:
         x = x / scaling.divisor  # division, as numpy's `/ 255.0` did: the same floats
     if scaling.mean:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        mean = torch.tensor(scaling.mean, device=x.device).view(shape)
-        std = torch.tensor(scaling.std, device=x.device).view(shape)
+        mean, std = _statistics(scaling, x.device, x.dim())
         x = (x - mean) / std
     return x
+
+
+@lru_cache(maxsize=16)
+def _statistics(scaling: Scaling, device: torch.device, dims: int) -> tuple[torch.Tensor, ...]:
+    """The mean and std as tensors on the device, made once (not a host copy per batch)."""
+    shape = (1, -1) + (1,) * (dims - 2)
+    return tuple(torch.tensor(v, device=device).view(shape) for v in (scaling.mean, scaling.std))
 
 
 class TensorBatches:

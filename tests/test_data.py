@@ -3,7 +3,6 @@ download (from file:// URLs: no network) and tasks made of a user's torch Datase
 
 import gzip
 import hashlib
-import sys
 import textwrap
 
 import numpy as np
@@ -209,11 +208,9 @@ def make(n=120):
 
 
 @pytest.fixture
-def user_datasets(tmp_path, monkeypatch):
+def user_datasets(tmp_path):
     (tmp_path / "userdata.py").write_text(textwrap.dedent(USER_DATASETS))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "userdata:make"
-    sys.modules.pop("userdata", None)
+    yield f"{tmp_path / 'userdata.py'}:make"  # by file: loky workers need no sys.path
 
 
 def test_a_dataset_factory_task_is_served_by_a_dataloader(user_datasets):
@@ -232,9 +229,10 @@ def test_loader_and_device_batches_train_the_same_model(user_datasets):
     from evonas.train import accuracy, train
 
     data = load_task(spec(user_datasets))
-    genome = parse_genome({"layers": [{"id": 1, "op": "conv", "width": 4, "kernel": 3,
-                                       "stride": 1, "activation": "relu", "batch_norm": True},
-                                      {"id": 2, "op": "dense", "units": 8, "activation": "relu"}]})  # fmt: skip
+    conv = {"id": 1, "op": "conv", "width": 4, "kernel": 3, "stride": 1, "activation": "relu",
+            "batch_norm": True}  # fmt: skip
+    genome = parse_genome({"layers": [conv, {"id": 2, "op": "dense", "units": 8,
+                                             "activation": "relu"}]})  # fmt: skip
     results = []
     for loader, workers in (("device", 0), ("workers", 0), ("workers", 2)):
         settings = {"epochs": 10, "batch_size": 16, "loader": loader, "loader_workers": workers,

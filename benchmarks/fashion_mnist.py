@@ -6,8 +6,9 @@
 1. Search: regularized evolution over the sequential macro space (convolutions, residual
    blocks, pooling, dense layers, dropout), one objective (validation accuracy), on the first
    `--limit` training images (80 % train, 20 % validation), `--epochs` epochs from scratch and
-   `--finetune` for children that inherit their parent's weights; 2 workers of 1 thread each;
-   stopped by `search.max_time` after `--minutes`.
+   `--finetune` for children that inherit their parent's weights; 2 workers of 1 thread each,
+   two children in flight (`search.async_window: 2`); stopped by `search.max_time` after
+   `--minutes`.
 2. Retrain the best genome (by validation accuracy) from scratch on the full training split
    (48,000 images; 12,000 held out for validation) for `--retrain-epochs` with the recipe a user
    would give a final model: random crop (padding 2), horizontal flip, label smoothing 0.1, one
@@ -69,6 +70,7 @@ def search(folder: Path, args: argparse.Namespace):
         "search.strategy": "regularized",
         "search.objectives": [{"name": "val_accuracy", "goal": "max"}],
         "search.population": args.population,
+        "search.async_window": 2,  # two children in flight: both workers busy, no barrier
         "search.generations": 10_000,
         "search.max_time": args.minutes * 60,
         "search.plot_every": 0,

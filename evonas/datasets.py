@@ -35,6 +35,8 @@ from evonas.formats import (
     read_image_folder,
 )
 
+MAX_IMAGES = 2**31  # `limit` beyond any dataset: the whole training set
+
 
 class TaskError(ValueError):
     """A task that cannot be loaded; the message says which and why."""
@@ -135,6 +137,7 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dat
 def _idx_task(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def load(options: dict[str, Any]) -> dict[str, Any]:
         check_options(name, options, {"path", "download", "limit"})
+        limit = _whole(options, "limit", 10, MAX_IMAGES, None)  # the files are shuffled
         root = _root(name, options)
         if _flag(options, "download"):
             url, md5s = IDX_SOURCES[name]
@@ -150,7 +153,6 @@ def _idx_task(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         images, labels, test_images, test_labels = (read_idx(files[s]) for s in IDX_FILES)
         if len(images) != len(labels) or len(test_images) != len(test_labels):
             raise TaskError(f"{name}: {root}: image and label files differ in length")
-        limit = _whole(options, "limit", 10, len(images), None)  # the files are shuffled
         return {"x": images[:limit, None], "y": labels[:limit],
                 "x_test": test_images[:, None], "y_test": test_labels}  # fmt: skip
 
@@ -192,16 +194,18 @@ def _cifar_task(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
     def load(options: dict[str, Any]) -> dict[str, Any]:
         check_options(name, options, allowed)
-        root = _root(name, options)
-        if not (root / test_file).is_file() and (root / folder / test_file).is_file():
-            root = root / folder  # the parent of the unpacked archive's folder
-        if _flag(options, "download") and not (root / test_file).is_file():
-            archive = download(url, root / Path(url).name, md5)
-            extract(archive, [*train_files, test_file], root)
+        limit = _whole(options, "limit", 10, MAX_IMAGES, None)
+        download_asked = _flag(options, "download")
         labels = options.get("labels", "fine")
         if labels not in ("fine", "coarse"):
             raise TaskError(f"task.options.labels: expected fine or coarse, got {labels!r}")
         index = 1 if labels == "fine" and label_bytes == 2 else 0
+        root = _root(name, options)
+        if not (root / test_file).is_file() and (root / folder / test_file).is_file():
+            root = root / folder  # the parent of the unpacked archive's folder
+        if download_asked and not (root / test_file).is_file():
+            archive = download(url, root / Path(url).name, md5)
+            extract(archive, [*train_files, test_file], root)
         for file in (*train_files, test_file):
             if not (root / file).is_file():
                 raise TaskError(f"{name}: {root / file} not found (set task.options.path to "
@@ -210,7 +214,6 @@ def _cifar_task(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         parts = [read_cifar(root / f, label_bytes, index) for f in train_files]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         x_test, y_test = read_cifar(root / test_file, label_bytes, index)
-        limit = _whole(options, "limit", 10, len(x), None)
         return {"x": x[:limit], "y": y[:limit], "x_test": x_test, "y_test": y_test,
                 "standardize": True}  # fmt: skip
 

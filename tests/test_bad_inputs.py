@@ -425,6 +425,39 @@ SETS = [
     set_case("set-empty-key", "=5", "--set"),
     set_case("set-unclosed-list", "space.widths=[8, 16", "space.widths"),
     set_case("set-widths-1e9", f"space.widths=[{HUGE}]", "space.widths", extra=GEN0),
+    set_case("set-augment-unknown", "training.augment={rotate: 9}", "training.augment.rotate"),
+    set_case("set-cutout-1e9", f"training.augment.cutout={HUGE}", "training.augment.cutout"),
+    set_case("set-precision-fp8", "training.precision=fp8", "training.precision"),
+    set_case("set-warmup-past-training", "training.warmup_epochs=2", "training.warmup_epochs"),
+    set_case(
+        "set-loader-workers-1e9", f"training.loader_workers={HUGE}", "training.loader_workers"
+    ),  # fmt: skip
+    set_case(
+        "set-cifar-missing",
+        "task={name: cifar10, options: {path: '{tmp}/none'}}",
+        "{tmp}/none/data_batch_1.bin not found",
+    ),  # fmt: skip
+    set_case(
+        "set-cifar-labels",
+        "task={name: cifar100, options: {labels: middle}}",
+        "task.options.labels",
+    ),  # fmt: skip
+    set_case(
+        "set-mnist-limit-text", "task={name: mnist, options: {limit: many}}", "task.options.limit"
+    ),  # fmt: skip
+    set_case(
+        "set-image-folder-no-path", "task={name: image_folder, options: {}}", "task.options.path"
+    ),  # fmt: skip
+    set_case(
+        "set-image-folder-not-a-folder",
+        "task={name: image_folder, options: {path: '{tmp}/tiny.yaml'}}",
+        "tiny.yaml",
+    ),  # fmt: skip
+    set_case(
+        "set-fashion-download-text",
+        "task={name: fashion_mnist, options: {download: yes2}}",
+        "task.options.download",
+    ),  # fmt: skip
 ]
 
 FLAGS = [

@@ -12,6 +12,9 @@ grad scaler when asked, no per-step `.item()`. The runs alternate (evonas, plain
 a noisy machine slows both; the table gives each side's median images/s, their ratio (aim:
 evonas >= 0.95x), and evaluations/hour of the whole evonas evaluation (training, validation and
 test accuracy, FLOPs, latency) at these settings. Writes benchmarks/results/train_speed.csv.
+
+`--concurrent 1,2,4` also trains k copies at once in k processes on the one device (what
+`parallel.evaluations_per_gpu: k` does) and reports their total images/s against one.
 """
 
 from __future__ import annotations
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per genome")
     parser.add_argument("--genomes", default=",".join(GENOMES), help="names from GENOMES")
+    parser.add_argument("--concurrent", default="",
+                        help="e.g. 1,2,4: also time that many evaluations at once on the "
+                        "device (evaluations_per_gpu)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -198,6 +204,53 @@ def run(args, device: torch.device, data, task: dict, what: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     table.to_csv(RESULTS / "train_speed.csv", index=False)
     print(table.to_string(index=False))
+    if args.concurrent:
+        shared = concurrency(args, device, task, name)
+        shared.to_csv(RESULTS / "train_speed_concurrent.csv", index=False)
+        print(shared.to_string(index=False))
+
+
+def concurrency(args, device: torch.device, task: dict, name: str) -> pd.DataFrame:
+    """k evaluations training at once on one device (k processes, as `evaluations_per_gpu: k`
+    runs them), against one: the total images/s of each k."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    for genome_name in args.genomes.split(","):
+        base = None
+        for k in (int(v) for v in args.concurrent.split(",")):
+            with context.Manager() as manager, ProcessPoolExecutor(k, mp_context=context) as pool:
+                barrier = manager.Barrier(k)
+                futures = [pool.submit(one_of_many, GENOMES[genome_name], task, str(device),
+                                       vars(args), barrier) for _ in range(k)]  # fmt: skip
+                done = [f.result() for f in futures]
+            total = sum(images for _, images in done) / max(seconds for seconds, _ in done)
+            base = base or total
+            rows.append({"genome": genome_name, "device": name, "evaluations_at_once": k,
+                         "total_images_per_s": round(total, 1),
+                         "speedup": round(total / base, 2)})  # fmt: skip
+            print(rows[-1])
+    return pd.DataFrame(rows)
+
+
+def one_of_many(
+    layers: list, task: dict, device_name: str, options: dict, barrier
+) -> tuple[float, int]:
+    """One of k processes: warm up, wait for the others, then time one training; returns its
+    seconds and the images it trained on."""
+    args = argparse.Namespace(**options)
+    torch.set_num_threads(args.threads)
+    device = torch.device(device_name)
+    data = load_task(task)
+    x, y = torch.from_numpy(data.x_train).to(device), torch.from_numpy(data.y_train).to(device)
+    source = TensorBatches(x, y, data.scaling)
+    genome = parse_genome({"layers": layers})
+    evonas_loop(build(genome, (3, 32, 32), 10).to(device), source, args)
+    barrier.wait()
+    seconds = evonas_loop(build(genome, (3, 32, 32), 10).to(device), source, args)
+    return seconds, args.epochs * len(x)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--retrain-epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the CSV written")
     args = parser.parse_args()
     try:
         load_task(task(args.data, args.limit))
@@ -130,8 +131,8 @@ def main() -> None:
         final = retrain(genome, args.retrain_epochs, args.data, args.seed)
     row = {"search_minutes": round(minutes, 1), "evaluations": len(people),
            "search_val_accuracy": float(best["val_accuracy"]), **final}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    pd.DataFrame([row]).to_csv(RESULTS / "fashion_mnist.csv", index=False)
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(Path(args.results) / "fashion_mnist.csv", index=False)
     print(pd.DataFrame([row]).to_string(index=False))
     print(f"test accuracy {final['test_accuracy']:.4f} (aim >= 0.93)")
 

@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--concurrent", default="",
                         help="e.g. 1,2,4: also time that many evaluations at once on the "
                         "device (evaluations_per_gpu)")  # fmt: skip
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the CSV written")
     args = parser.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,12 +202,12 @@ def run(args, device: torch.device, data, task: dict, what: str) -> None:
                      "evaluations_per_hour": round(per_hour, 1)})  # fmt: skip
         print(rows[-1])
     table = pd.DataFrame(rows)
-    RESULTS.mkdir(exist_ok=True)
-    table.to_csv(RESULTS / "train_speed.csv", index=False)
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    table.to_csv(Path(args.results) / "train_speed.csv", index=False)
     print(table.to_string(index=False))
     if args.concurrent:
         shared = concurrency(args, device, task, name)
-        shared.to_csv(RESULTS / "train_speed_concurrent.csv", index=False)
+        shared.to_csv(Path(args.results) / "train_speed_concurrent.csv", index=False)
         print(shared.to_string(index=False))
 
 

@@ -192,12 +192,21 @@ def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return _ON_DEVICE[key][1]
 
 
+_FITS: dict[tuple[int, str], tuple[TaskData, bool]] = {}
+
+
 def fits_on_device(data: TaskData, device: torch.device) -> bool:
+    """Whether all of a task's splits take at most DEVICE_SHARE of the device's free memory;
+    decided once per task and device (later, its own copies would count against it)."""
     if device.type != "cuda":
         return True
-    free, _ = torch.cuda.mem_get_info(device)
-    arrays = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
-    return sum(a.nbytes for a in arrays if a is not None) <= DEVICE_SHARE * free
+    key = (id(data), str(device))
+    if key not in _FITS:
+        free, _ = torch.cuda.mem_get_info(device)
+        arrays = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
+        needed = sum(a.nbytes for a in arrays if a is not None)
+        _FITS[key] = (data, needed <= DEVICE_SHARE * free)
+    return _FITS[key][1]
 
 
 def split_of(data: Task, split: str, device: torch.device, settings: dict[str, Any]) -> Batches:
@@ -208,8 +217,8 @@ def split_of(data: Task, split: str, device: torch.device, settings: dict[str, A
     if isinstance(data, DatasetTask):
         dataset = getattr(data, split)
         if loader == "device":
-            x, y = _materialise(dataset)
-            return TensorBatches(x.to(device), y.to(device), data.scaling)
+            x, y = _materialised(dataset, device)
+            return TensorBatches(x, y, data.scaling)
         return LoaderBatches(_Indexed(dataset), data.scaling, device, workers)
     x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     if loader == "workers" or (loader == "auto" and not fits_on_device(data, device)):
@@ -223,14 +232,22 @@ def arrays(x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> 
     return TensorBatches(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), Scaling())
 
 
-def _materialise(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """A user's Dataset read once into two tensors (`training.loader: device`)."""
-    loader = DataLoader(_Indexed(dataset), batch_size=512)
-    xs, ys = [], []
-    for x, y, _ in loader:
-        xs.append(x)
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
+_MATERIALISED: dict[tuple[int, str], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+
+
+def _materialised(dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A user's Dataset read into two tensors on `device` once per worker process
+    (`training.loader: device`), kept for the next evaluations."""
+    key = (id(dataset), str(device))
+    if key not in _MATERIALISED:
+        if len(_MATERIALISED) >= 6:  # another task: free the previous one's copies
+            _MATERIALISED.clear()
+        xs, ys = [], []
+        for x, y, _ in DataLoader(_Indexed(dataset), batch_size=512):
+            xs.append(x)
+            ys.append(y)
+        _MATERIALISED[key] = (dataset, torch.cat(xs).to(device), torch.cat(ys).to(device))
+    return _MATERIALISED[key][1:]
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:

@@ -203,7 +203,7 @@ def _cifar_task(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         root = _root(name, options)
         if not (root / test_file).is_file() and (root / folder / test_file).is_file():
             root = root / folder  # the parent of the unpacked archive's folder
-        if download_asked and not (root / test_file).is_file():
+        if download_asked and not all((root / f).is_file() for f in (*train_files, test_file)):
             archive = download(url, root / Path(url).name, md5)
             extract(archive, [*train_files, test_file], root)
         for file in (*train_files, test_file):

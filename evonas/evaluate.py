@@ -179,8 +179,10 @@ def _train_builtin(job: Job) -> dict[str, float]:
     settings = job.training
     torch.set_num_threads(int(settings.get("threads", 1)))
     device = torch.device("cuda" if job.device == "gpu" and torch.cuda.is_available() else "cpu")
-    reset_peak_memory(device)
     data = load_task(job.task)
+    splits = {s: split_of(data, s, device, settings) for s in ("train", "val", "test")
+              if s != "test" or data.has_test}  # fmt: skip
+    reset_peak_memory(device)  # the model's own: not the data this worker loaded once
     seed = int(job.seed)
     torch.manual_seed(seed)
     model = build(job.genome, data.input_shape, data.num_classes)
@@ -204,15 +206,13 @@ def _train_builtin(job: Job) -> dict[str, float]:
     metrics["flops"] = float(count_flops(model, data.input_shape))
     metrics["epochs"] = float(settings["epochs"])
     lr = float(job.genome["training"]["lr"])
-    teacher_logits = _teacher_logits(job.teacher, data, device) if job.teacher else None
+    teacher_logits = _teacher_logits(job.teacher, splits["train"], data) if job.teacher else None
     if settings["epochs"] > 0:
-        source = split_of(data, "train", device, settings)
-        metrics.update(train(model, source, settings, lr, seed, teacher_logits))
+        metrics.update(train(model, splits["train"], settings, lr, seed, teacher_logits))
     recipe = Recipe.of(settings, device)
-    metrics["val_accuracy"] = accuracy(model, split_of(data, "val", device, settings), recipe)
-    if data.has_test:
-        test = split_of(data, "test", device, settings)
-        metrics["test_accuracy"] = accuracy(model, test, recipe)
+    metrics["val_accuracy"] = accuracy(model, splits["val"], recipe)
+    if "test" in splits:
+        metrics["test_accuracy"] = accuracy(model, splits["test"], recipe)
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     model = model.to(memory_format=torch.contiguous_format)  # weights saved in the usual layout
     metrics["size_bytes"] = float(size_bytes(model))
@@ -225,17 +225,17 @@ def _train_builtin(job: Job) -> dict[str, float]:
 _TEACHER_LOGITS: dict[str, Any] = {}  # per worker: a teacher's outputs, computed once
 
 
-def _teacher_logits(teacher: dict[str, Any], data: Any, device: Any) -> Any:
-    from evonas.batches import split_of
+def _teacher_logits(teacher: dict[str, Any], source: Any, data: Any) -> Any:
+    """The teacher's outputs for every training sample, in order (the split as the student
+    gets it: the same device and loader settings)."""
     from evonas.builder import build
     from evonas.train import logits_of
     from evonas.weights import load_state_dict
 
-    key = f"{teacher['weights']}@{id(data)}@{device}"  # load_task keeps one object per task
+    key = f"{teacher['weights']}@{id(data)}@{source.device}"  # one data object per task
     if key not in _TEACHER_LOGITS:
         model = build(teacher["genome"], data.input_shape, data.num_classes)
         model.load_state_dict(load_state_dict(teacher["weights"]))
         _TEACHER_LOGITS.clear()
-        source = split_of(data, "train", device, {"loader": "auto"})
-        _TEACHER_LOGITS[key] = logits_of(model.to(device), source)
+        _TEACHER_LOGITS[key] = logits_of(model.to(source.device), source)
     return _TEACHER_LOGITS[key]

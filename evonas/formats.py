@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -79,6 +80,7 @@ def read_cifar(
     return np.ascontiguousarray(images), rows[:, label_index].astype(np.int64)
 
 
+WIDE_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -100,6 +102,8 @@ def read_image_folder(
     Pillow's ("L" grey, "RGB"); `size` (height, width) resizes, else all images must agree."""
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError)
+
     root = Path(root)
     images, labels = [], []
     for label, name in enumerate(classes):
@@ -109,11 +113,14 @@ def read_image_folder(
         for file in files:
             try:
                 with Image.open(file) as image:
+                    if image.mode in WIDE_MODES:  # convert() would clip, not rescale
+                        raise FormatError(f"{file}: {image.mode} pixels (16-bit or float); "
+                                          "expected 8-bit images (convert them first)")  # fmt: skip
                     image = image.convert(mode)
                     if size is not None and image.size != (size[1], size[0]):
                         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                     pixels = np.asarray(image, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as exc:
+            except unreadable as exc:
                 raise FormatError(f"{file}: not a readable image ({exc})") from None
             if images and pixels.shape != images[0].shape:
                 raise FormatError(f"{file}: {pixels.shape[1]}x{pixels.shape[0]} pixels, unlike "
@@ -150,8 +157,8 @@ def download(url: str, dest: Path, md5: str) -> Path:
         if got != md5:
             raise FormatError(f"{url}: downloaded file has MD5 {got}, expected {md5}")
         os.replace(partial, dest)
-    except OSError as exc:
-        raise FormatError(f"{url}: download failed ({exc})") from None
+    except (OSError, http.client.HTTPException) as exc:  # IncompleteRead is not an OSError
+        raise FormatError(f"{url}: download failed ({type(exc).__name__}: {exc})") from None
     finally:
         partial.unlink(missing_ok=True)
     return dest
@@ -159,15 +166,20 @@ def download(url: str, dest: Path, md5: str) -> Path:
 
 def extract(archive: Path, members: list[str], dest: Path) -> None:
     """Only the named regular files of a tar archive, written under `dest` by their base name
-    (never a path the archive chooses)."""
+    (never a path the archive chooses); each appears under its name only once complete, so an
+    interrupted extraction is redone, not mistaken for a finished one."""
     dest.mkdir(parents=True, exist_ok=True)
+    partial = dest / f".extract.{os.getpid()}.part"
     try:
         with tarfile.open(archive) as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name
                 if member.isfile() and name in members:
                     source = tar.extractfile(member)
-                    with source, open(dest / name, "wb") as out:
+                    with source, open(partial, "wb") as out:
                         shutil.copyfileobj(source, out, 1 << 20)
-    except (OSError, tarfile.TarError) as exc:
-        raise FormatError(f"{archive}: cannot extract ({exc})") from None
+                    os.replace(partial, dest / name)
+    except (OSError, EOFError, tarfile.TarError) as exc:  # EOFError: a truncated .gz
+        raise FormatError(f"{archive}: cannot extract ({type(exc).__name__}: {exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)

@@ -188,7 +188,8 @@ def _user_task(name: str, options: dict[str, Any]) -> Task:
     missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in raw]
     if missing:
         raise TaskError(f"task {name}: returned mapping lacks {', '.join(missing)}")
-    arrays = {k: np.asarray(v) for k, v in raw.items()}
+    # contiguous (torch cannot take negative strides), uint8 kept as uint8
+    arrays = {k: np.ascontiguousarray(v) for k, v in raw.items()}
     for key in ("x_train", "x_val", "x_test"):
         if key in arrays and arrays[key].dtype != np.uint8:
             arrays[key] = arrays[key].astype(np.float32)
@@ -218,9 +219,16 @@ def _dataset_task(name: str, raw: Mapping[str, Any]) -> DatasetTask:
         if key in raw and len(raw[key]) == 0:
             raise TaskError(f"task {name}: the {key!r} Dataset is empty")
     try:
-        first = np.asarray(raw["train"][0][0])
+        item = raw["train"][0][0]
     except Exception as exc:
         raise TaskError(f"task {name}: train[0] must be an (input, label) pair ({exc})") from None
+    if type(item).__module__.startswith("PIL"):
+        raise TaskError(f"task {name}: items must be tensors or arrays shaped (C, H, W) or (C, L), "
+                        "not PIL images (convert them in the Dataset)")  # fmt: skip
+    first = np.asarray(item)
+    if first.ndim not in (1, 2, 3):
+        raise TaskError(f"task {name}: train[0]'s input has shape {first.shape}; expected "
+                        "(C, H, W), (C, L) or (F,)")  # fmt: skip
     classes = raw.get("num_classes")
     if classes is None:
         classes = max(int(_labels_of(raw[k]).max()) for k in ("train", "val", "test") if k in raw)

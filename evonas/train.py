@@ -129,17 +129,21 @@ def make_schedule(
     total = max(1, recipe.epochs * steps_per_epoch)
     warm = min(total - 1, round(recipe.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler
-    if recipe.schedule == "onecycle":
-        start = warm / total if warm else 0.3  # torch's default share of the rise
-        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=start)
+    if recipe.schedule == "onecycle" and total >= 4:
+        # the rise takes `warm` steps (default: torch's 30 %), at least 2 and leaving 2 to fall:
+        # OneCycleLR divides by zero on a one-step phase
+        rise = min(max(warm or round(0.3 * total), 2), total - 2)
+        return sched.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total, pct_start=rise / total, cycle_momentum=False
+        )  # momentum stays the configured one
     if recipe.schedule == "cosine" and not warm:
         return sched.CosineAnnealingLR(optimizer, T_max=total)
 
     def factor(step: int) -> float:
         if step < warm:
-            return (step + 1) / warm  # reaches the full rate at the last warm-up step
-        if recipe.schedule == "constant":
-            return 1.0
+            return (step + 1) / (warm + 1)  # the full rate comes with the first step after
+        if recipe.schedule != "cosine":
+            return 1.0  # constant, or one-cycle on too few steps to cycle
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     return sched.LambdaLR(optimizer, factor)
@@ -222,8 +226,8 @@ def train(
         total = torch.zeros((), device=device)
         seen = 0
         for step, (x, y, index) in enumerate(source.batches(recipe.batch_size, order)):
-            if len(y) < 2 and len(source) >= 2:
-                continue  # batch norm cannot train on a single sample
+            if len(y) < 2 <= recipe.batch_size and len(source) >= 2:
+                continue  # a trailing batch of one: batch norm cannot train on one sample
             if recipe.augment.active:
                 x = augment(x, recipe.augment, augment_generator)
             optimizer.zero_grad(set_to_none=True)

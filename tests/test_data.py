@@ -159,6 +159,35 @@ def test_image_folder_errors(tmp_path):
         load_task(spec("image_folder", path=str(tmp_path / "mixed"), size=5))
 
 
+def test_sixteen_bit_images_are_refused_not_clipped(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "deep" / "a").mkdir(parents=True)
+    pixels = np.full((4, 4), 30000, dtype=np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "deep" / "a" / "0.png")
+    with pytest.raises(TaskError, match="0.png: I;16 pixels .16-bit or float.; expected 8-bit"):
+        load_task(spec("image_folder", path=str(tmp_path / "deep"), channels=1))
+
+
+def test_a_truncated_archive_is_a_format_error_and_extracts_nothing(tmp_path):
+    import io
+    import tarfile
+
+    from evonas.formats import extract
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+        info = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(FormatError, match="a.tar.gz: cannot extract"):
+        extract(archive, ["test_batch.bin"], tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # no half file under the real name
+
+
 def test_download_checks_the_checksum_before_the_file_is_used(tmp_path):
     source = tmp_path / "published.gz"
     source.write_bytes(gzip.compress(b"payload"))
@@ -213,13 +242,41 @@ def user_datasets(tmp_path):
     yield f"{tmp_path / 'userdata.py'}:make"  # by file: loky workers need no sys.path
 
 
+def test_user_uint8_arrays_of_any_layout_are_kept_as_uint8(tmp_path):
+    (tmp_path / "flipped.py").write_text(
+        "import numpy as np\n"
+        "def make():\n"
+        "    x = np.arange(40 * 16, dtype=np.uint8).reshape(40, 1, 4, 4)[:, :, ::-1]\n"
+        "    return {'x_train': x, 'y_train': np.arange(40) % 2, 'x_val': x[:8],\n"
+        "            'y_val': np.arange(8) % 2}\n"
+    )
+    data = load_task(spec(f"{tmp_path / 'flipped.py'}:make"))
+    assert data.x_train.dtype == np.uint8 and data.scaling.divisor == 255
+    x, _ = split_of(data, "train", torch.device("cpu"), {}).take(torch.arange(2))
+    assert x.shape == (2, 1, 4, 4)
+
+
+def test_dataset_items_must_be_channel_first(tmp_path):
+    (tmp_path / "pil.py").write_text(
+        "from PIL import Image\n"
+        "class Images:\n"
+        "    def __len__(self): return 4\n"
+        "    def __getitem__(self, i): return Image.new('L', (4, 4)), 0\n"
+        "def make(): return {'train': Images(), 'val': Images()}\n"
+    )
+    with pytest.raises(TaskError, match="not PIL images"):
+        load_task(spec(f"{tmp_path / 'pil.py'}:make"))
+
+
 def test_a_dataset_factory_task_is_served_by_a_dataloader(user_datasets):
     data = load_task(spec(user_datasets))
     assert isinstance(data, DatasetTask)
     assert data.input_shape == (2, 6, 6) and data.num_classes == 3 and data.has_test
     cpu = torch.device("cpu")
     assert isinstance(split_of(data, "train", cpu, {}), LoaderBatches)
-    assert isinstance(split_of(data, "train", cpu, {"loader": "device"}), TensorBatches)
+    on_device = split_of(data, "train", cpu, {"loader": "device"})
+    assert isinstance(on_device, TensorBatches)
+    assert split_of(data, "train", cpu, {"loader": "device"}).x is on_device.x  # read once
 
 
 def test_loader_and_device_batches_train_the_same_model(user_datasets):

@@ -13,7 +13,7 @@ from evonas.builder import build
 from evonas.evaluate import run_job
 from evonas.genome import parse_genome
 from evonas.records import Job
-from evonas.train import Recipe, accuracy, make_schedule, train
+from evonas.train import Recipe, accuracy, make_optimizer, make_schedule, train
 from tests.conftest import cli, tiny_config_yaml
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -110,7 +110,8 @@ def lrs(schedule, warmup, epochs=4, steps=5, lr=0.1):
 
 def test_schedules_warm_up_then_decay():
     cosine = lrs("cosine", warmup=1)
-    assert cosine[:5] == sorted(cosine[:5]) and cosine[4] == pytest.approx(0.1)  # linear rise
+    assert cosine[:6] == sorted(cosine[:6]) and cosine[4] < 0.1  # linear rise over 5 steps
+    assert cosine[5] == pytest.approx(0.1) and cosine.count(max(cosine)) == 1  # full rate once
     assert cosine[5:] == sorted(cosine[5:], reverse=True) and cosine[-1] < 0.01  # cosine to 0
     assert lrs("constant", warmup=1)[5:] == [pytest.approx(0.1)] * 15
     onecycle = lrs("onecycle", warmup=1)
@@ -118,6 +119,28 @@ def test_schedules_warm_up_then_decay():
     assert peak in (4, 5) and max(onecycle) == pytest.approx(0.1) and onecycle[-1] < 1e-3
     plain = lrs("cosine", warmup=0)  # torch's CosineAnnealingLR, as before warm-up existed
     assert plain[0] == 0.1 and plain == sorted(plain, reverse=True)
+
+
+@pytest.mark.parametrize("epochs, steps, warmup", [(1, 100, 0.01), (1, 3, 0.5), (2, 2, 0)])
+def test_onecycle_on_short_or_one_step_warmups_and_momentum_kept(epochs, steps, warmup):
+    values = lrs("onecycle", warmup=warmup, epochs=epochs, steps=steps)  # torch divided by 0
+    assert max(values) <= 0.1 + 1e-9
+    recipe = Recipe(epochs=4, schedule="onecycle", optimizer="sgd", momentum=0.5)
+    model = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(model, recipe, 0.1)
+    make_schedule(optimizer, recipe, 10, 0.1)
+    assert optimizer.param_groups[0]["momentum"] == 0.5  # not cycled to 0.95
+
+
+def test_a_batch_size_of_one_trains():
+    x, y = images(40)
+    torch.manual_seed(0)
+    model = build(parse_genome({"layers": [{"id": 1, "op": "dense", "units": 8,
+                                            "activation": "relu"}]}), (1, 8, 8), 3)  # fmt: skip
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = train(model, arrays(x, y), {"epochs": 1, "batch_size": 1}, 0.01, 0)
+    assert stats["train_loss"] > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_label_smoothing_keeps_the_loss_away_from_zero():

@@ -114,8 +114,9 @@ class Section(BaseModel):
 
 
 class Task(Section):
-    name: str = Field("mnist1d", description="digits | mnist1d | synthetic | fashion_mnist | "
-                      "table | pkg.module:function (your own data)")  # fmt: skip
+    name: str = Field("mnist1d", description="digits | mnist1d | synthetic | mnist | "
+                      "fashion_mnist | cifar10 | cifar100 | image_folder | table | "
+                      "pkg.module:function (your own arrays or Datasets)")  # fmt: skip
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the task")
     split_seed: Count = 0
     val_fraction: Fraction = 0.2

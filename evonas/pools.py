@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Protocol
@@ -106,6 +107,7 @@ class LokyPool:
     def _start(self):
         from joblib.executor import get_memmapping_executor
 
+        _quiet_resource_tracker()
         return get_memmapping_executor(
             self.n_jobs, timeout=IDLE_WORKER_SECONDS, initializer=init_worker
         )
@@ -135,6 +137,19 @@ class LokyPool:
     def close(self, kill: bool = False) -> None:
         if kill:
             self.executor.shutdown(wait=False, kill_workers=True)
+
+
+# After a stop that kills the workers (a full disk, a second Ctrl-C), loky's resource tracker
+# frees the semaphores they held and warns that it did, after evonas's last line of output. The
+# tracker is a process of its own that inherits this environment, so its warning is silenced
+# here; what it frees is freed either way.
+_TRACKER_WARNING = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+
+
+def _quiet_resource_tracker() -> None:
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if _TRACKER_WARNING not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, _TRACKER_WARNING]))
 
 
 class ClusterPool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -176,7 +176,19 @@ class LoaderBatches:
         return x, y
 
 
-_ON_DEVICE: dict[tuple[int, str], tuple[np.ndarray, torch.Tensor]] = {}
+# Per worker process: what was made for an object (a task's array, a user's Dataset, a task) on a
+# device, kept for the next evaluations. The object is kept too, so its id stays unique.
+_KEPT: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+KEPT_ENTRIES = 12  # beyond this, another task is running: the previous one's copies are freed
+
+
+def _kept(what: str, obj: Any, device: torch.device, make: Callable[[], Any]) -> Any:
+    key = (what, id(obj), str(device))
+    if key not in _KEPT:
+        if len(_KEPT) >= KEPT_ENTRIES:
+            _KEPT.clear()
+        _KEPT[key] = (obj, make())
+    return _KEPT[key][1]
 
 
 def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -184,15 +196,7 @@ def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     tensor = torch.from_numpy(array)
     if device.type == "cpu":
         return tensor
-    key = (id(array), str(device))
-    if key not in _ON_DEVICE:
-        if len(_ON_DEVICE) >= 6:  # another task: free the previous one's copies
-            _ON_DEVICE.clear()
-        _ON_DEVICE[key] = (array, tensor.to(device))  # the array is kept: its id stays unique
-    return _ON_DEVICE[key][1]
-
-
-_FITS: dict[tuple[int, str], tuple[TaskData, bool]] = {}
+    return _kept("array", array, device, lambda: tensor.to(device))
 
 
 def fits_on_device(data: TaskData, device: torch.device) -> bool:
@@ -200,13 +204,13 @@ def fits_on_device(data: TaskData, device: torch.device) -> bool:
     decided once per task and device (later, its own copies would count against it)."""
     if device.type != "cuda":
         return True
-    key = (id(data), str(device))
-    if key not in _FITS:
+
+    def decide() -> bool:
         free, _ = torch.cuda.mem_get_info(device)
         arrays = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
-        needed = sum(a.nbytes for a in arrays if a is not None)
-        _FITS[key] = (data, needed <= DEVICE_SHARE * free)
-    return _FITS[key][1]
+        return sum(a.nbytes for a in arrays if a is not None) <= DEVICE_SHARE * free
+
+    return _kept("fits", data, device, decide)
 
 
 def split_of(data: Task, split: str, device: torch.device, settings: dict[str, Any]) -> Batches:
@@ -232,22 +236,18 @@ def arrays(x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> 
     return TensorBatches(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), Scaling())
 
 
-_MATERIALISED: dict[tuple[int, str], tuple[Any, torch.Tensor, torch.Tensor]] = {}
-
-
 def _materialised(dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A user's Dataset read into two tensors on `device` once per worker process
     (`training.loader: device`), kept for the next evaluations."""
-    key = (id(dataset), str(device))
-    if key not in _MATERIALISED:
-        if len(_MATERIALISED) >= 6:  # another task: free the previous one's copies
-            _MATERIALISED.clear()
+
+    def read() -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for x, y, _ in DataLoader(_Indexed(dataset), batch_size=512):
             xs.append(x)
             ys.append(y)
-        _MATERIALISED[key] = (dataset, torch.cat(xs).to(device), torch.cat(ys).to(device))
-    return _MATERIALISED[key][1:]
+        return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+    return _kept("dataset", dataset, device, read)
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:

@@ -170,7 +170,7 @@ def _run_user_evaluator(job: Job) -> dict[str, float]:
 def _train_builtin(job: Job) -> dict[str, float]:
     import torch
 
-    from evonas.batches import split_of
+    from evonas.batches import SPLITS, split_of
     from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
     from evonas.train import Recipe, accuracy, peak_memory_mb, reset_peak_memory, train
@@ -180,7 +180,7 @@ def _train_builtin(job: Job) -> dict[str, float]:
     torch.set_num_threads(int(settings.get("threads", 1)))
     device = torch.device("cuda" if job.device == "gpu" and torch.cuda.is_available() else "cpu")
     data = load_task(job.task)
-    splits = {s: split_of(data, s, device, settings) for s in ("train", "val", "test")
+    splits = {s: split_of(data, s, device, settings) for s in SPLITS
               if s != "test" or data.has_test}  # fmt: skip
     reset_peak_memory(device)  # the model's own: not the data this worker loaded once
     seed = int(job.seed)

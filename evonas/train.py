@@ -232,10 +232,10 @@ def train(
                 x = augment(x, recipe.augment, augment_generator)
             optimizer.zero_grad(set_to_none=True)
             with recipe.autocast(device):
-                logits = stepper(recipe.layout(x))
-                loss = loss_fn(logits.float(), y)
+                logits = stepper(recipe.layout(x)).float()  # the loss in float32 under autocast
+                loss = loss_fn(logits, y)
                 if teacher_logits is not None:
-                    loss = distillation_loss(logits.float(), teacher_logits[index.to(device)],
+                    loss = distillation_loss(logits, teacher_logits[index.to(device)],
                                              loss, settings)  # fmt: skip
             scaler.scale(loss).backward()
             scaler.step(optimizer)

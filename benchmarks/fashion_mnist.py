@@ -1,14 +1,15 @@
 """A Fashion-MNIST search of at most `--minutes`, then its best model retrained (test accuracy).
 
     .venv/bin/python benchmarks/fashion_mnist.py [--data DIR] [--minutes 60] [--limit 20000]
-        [--epochs 3] [--finetune 1] [--population 12] [--retrain-epochs 25] [--max-mflops 15]
-        [--out DIR] [--results DIR]
+        [--epochs 3] [--finetune 1] [--population 12] [--retrain-epochs 25] [--max-mflops 50]
+        [--out DIR] [--from-run DIR] [--results DIR]
 
 1. Search: NSGA-II over the sequential macro space (convolutions, residual blocks, pooling,
    dense layers, dropout), validation accuracy up and FLOPs down, on the first
    `--limit` training images (80 % train, 20 % validation), `--epochs` epochs from scratch and
    `--finetune` for children that inherit their parent's weights; 2 workers of 1 thread each;
-   stopped by `search.max_time` after `--minutes`.
+   stopped by `search.max_time` after `--minutes`. `--from-run` skips this step and retrains from
+   a search kept earlier with `--out` (its duration and evaluations are read from its journal).
 2. Retrain the most accurate genome (by validation accuracy) of at most `--max-mflops` forward
    MFLOPs per image from scratch on the full training split
    (48,000 images; 12,000 held out for validation) for `--retrain-epochs` with the recipe a user
@@ -112,10 +113,11 @@ def main() -> None:
     parser.add_argument("--finetune", type=int, default=1, help="epochs of an inheriting child")
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--retrain-epochs", type=int, default=25)
-    parser.add_argument("--max-mflops", type=float, default=15,
+    parser.add_argument("--max-mflops", type=float, default=50,
                         help="retrain the most accurate model under this many MFLOPs")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--from-run", help="retrain from this kept search instead of searching")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the CSV written")
     args = parser.parse_args()
     try:
@@ -126,9 +128,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.out or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        run = search(folder, args)
-        minutes = (time.monotonic() - started) / 60
+        if args.from_run:
+            folder = Path(args.from_run)
+            run = load_run(folder / "search")
+            span = run.individuals["finished_at"].max() - run.individuals["started_at"].min()
+            minutes = span.total_seconds() / 60
+        else:
+            started = time.monotonic()
+            run = search(folder, args)
+            minutes = (time.monotonic() - started) / 60
         people = run.individuals
         ok = people[(people["status"] == "ok") & (people["flops"] <= args.max_mflops * 1e6)]
         best = ok.loc[ok["val_accuracy"].idxmax()]

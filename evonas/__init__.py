@@ -20,6 +20,8 @@ __all__ = [
     "search",
     "build",
     "load_model",
+    "report_epoch",
+    "Stopped",
 ]
 __version__ = "0.1.0"
 
@@ -30,6 +32,8 @@ _LAZY = {
     "search": "evonas.launch",
     "build": "evonas.builder",
     "load_model": "evonas.export",
+    "report_epoch": "evonas.fidelity",
+    "Stopped": "evonas.fidelity",
 }
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
 from evonas.objectives import Objective, best_row, objective_for, pareto_front
-from evonas.records import COLUMNS, DERIVED_COLUMNS
+from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING
 from evonas.reporters import number
 from evonas.store import (
     LOCK,
@@ -108,6 +108,28 @@ class Run:
         generations["population"] = [json_cell(p, f"{where} {g} population") for g, p in pairs]
         generations["finished_at"] = pd.to_datetime(generations["finished_at"], unit="s", utc=True)
         return generations
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """Learning curves, one row per evaluation and epoch: uid, epoch, one column per metric
+        reported after that epoch (the built-in trainer: train_loss, val_accuracy), and the
+        evaluation's generation and final status (ok, stopped, a failure, or pending while it
+        is still training)."""
+        db = open_readonly(self.path)
+        try:
+            points = pd.read_sql_query("SELECT uid, epoch, metric, value FROM curves", db)
+            people = pd.read_sql_query("SELECT uid, generation, status FROM individuals", db)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError):  # a journal without curves
+            points = pd.DataFrame(columns=["uid", "epoch", "metric", "value"])
+            people = pd.DataFrame(columns=["uid", "generation", "status"])
+        finally:
+            db.close()
+        wide = points.pivot_table(index=["uid", "epoch"], columns="metric", values="value",
+                                  aggfunc="first")  # fmt: skip
+        wide = wide.reset_index().rename_axis(columns=None)
+        curves = wide.merge(people, on="uid", how="left").astype({"uid": int, "epoch": int})
+        curves["status"] = curves["status"].fillna(PENDING)
+        return curves
 
     def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
         """The metric columns: everything the journal holds beyond its fixed columns."""
@@ -248,7 +270,7 @@ def operator_stats(people: pd.DataFrame, objectives: list[Objective]) -> pd.Data
         row: dict[str, Any] = {
             "operator": operator,
             "uses": len(group),
-            "failures": int((group["status"] != "ok").sum()),
+            "failures": int(group["status"].isin(FAILURES).sum()),
         }
         beats, changes = [], {o.name: [] for o in objectives}
         for _, child in group.iterrows():
@@ -341,7 +363,7 @@ def run_status(run_dir: str | Path) -> str:
     search = config.get("search", {})
     total = search.get("generations", "?")
     done = int(generations["generation"].max()) if len(generations) else None
-    failed = int((individuals["status"] != "ok").sum())
+    failed = int(individuals["status"].isin(FAILURES).sum())
     resume = f"evonas resume {shlex.quote(str(run_dir))}"
     if is_locked(run_dir):
         pid = (run_dir / LOCK).read_text().strip()
@@ -355,7 +377,7 @@ def run_status(run_dir: str | Path) -> str:
     lines = [
         f"{run_dir}: {state}",
         f"generation {'-' if done is None else done}/{total}; {len(individuals)} evaluations, "
-        f"{failed} not ok; {meta.get('elapsed_seconds', 0):.0f} s",
+        f"{failed} failed; {meta.get('elapsed_seconds', 0):.0f} s",
     ]
     objectives = [Objective(o["name"], o["goal"]) for o in search.get("objectives", [])]
     chance = (meta.get("chance") or {}).get(objectives[0].name) if objectives else None

@@ -410,13 +410,16 @@ def summary_lines(result, evolution) -> list[str]:
     """The end of a search: counts, the best per objective, the Pareto front."""
     from evonas.launch import training_plan
     from evonas.objectives import best_row
+    from evonas.records import FAILURES, STOPPED
     from evonas.reporters import number
 
     people = result.individuals
     objectives = evolution.config.search.objectives
-    failed = int((people["status"] != "ok").sum())
+    failed = int(people["status"].isin(FAILURES).sum())
+    stopped = int((people["status"] == STOPPED).sum())
     cached = int(people["cached_from"].notna().sum())
-    lines = ["", f"{len(people)} evaluations ({failed} failed, {cached} from the cache) in "
+    early = f"{stopped} stopped early, " if stopped else ""
+    lines = ["", f"{len(people)} evaluations ({failed} failed, {early}{cached} from the cache) in "
              f"{result.run_dir}; {training_plan(evolution)}"]  # fmt: skip
     chance = result.chance.get(objectives[0].name)
     names = [o.name for o in objectives]

@@ -251,6 +251,19 @@ class Training(Section):
         return evaluator
 
 
+class EarlyStop(Section):
+    """Stopping weak candidates before their whole training budget (evonas.fidelity)."""
+
+    kind: Literal["none", "halving", "median"] = Field(
+        "none", description="none | halving (successive halving within each generation) | median "
+        "(stop a candidate worse than the median of completed ones at the same epoch)")  # fmt: skip
+    min_epochs: Positive = Field(1, description="epochs before a candidate may be stopped")
+    reduction_factor: int = Field(3, ge=2, le=100, description="halving: continue the best 1/eta "
+                                  "at each rung (rungs at min_epochs x eta^k)")  # fmt: skip
+    min_curves: Positive = Field(5, description="median: completed curves needed at an epoch "
+                                 "before it stops anyone there")  # fmt: skip
+
+
 class Search(Section):
     strategy: StrategyName = Field("auto", description="auto: nsga2 for several objectives, "
                                    "else local")  # fmt: skip
@@ -271,6 +284,7 @@ class Search(Section):
     seed_top: Count = 0
     seed_fill: Literal["sample", "mutate"] = "sample"
     async_window: Count = Field(0, description="regularized: children in flight, no barrier")
+    early_stop: EarlyStop = Field(default_factory=EarlyStop)
 
     @field_validator("objectives")
     @classmethod
@@ -319,6 +333,12 @@ class Config(Section):
             raise ValueError(
                 "search.async_window: the steady-state mode is for search.strategy: regularized"
             )
+        if search.early_stop.kind == "halving" and search.async_window:
+            raise ValueError(
+                "search.early_stop.kind: halving ranks the children of a generation together; "
+                "the steady state (async_window) has none: use median"
+            )
+        _check_early_stop(search.early_stop, self)
         if search.max_evaluations and search.max_evaluations < search.population:
             raise ValueError("search.max_evaluations: must be 0 (no limit) or >= search.population")
         if self.parallel.address and self.parallel.backend not in ("dask", "ray"):
@@ -355,6 +375,22 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for config.yaml, the journal's meta and workers)."""
         return self.model_dump(mode="json")
+
+
+def _check_early_stop(early: EarlyStop, config: Config) -> None:
+    if early.kind == "none":
+        return
+    if config.evaluation == "table":
+        raise ValueError("search.early_stop.kind: a table lookup has no epochs to stop early; "
+                         "use none")  # fmt: skip
+    if early.kind == "halving" and config.evaluation == "evaluator":
+        raise ValueError("search.early_stop.kind: halving continues candidates from the built-in "
+                         "trainer's checkpoints; a training.evaluator can use median (it reports "
+                         "epochs with evonas.report_epoch)")  # fmt: skip
+    epochs = config.training.epochs
+    if config.evaluation == "trainer" and early.min_epochs >= epochs:
+        raise ValueError(f"search.early_stop.min_epochs: must be below training.epochs "
+                         f"({epochs}), or no candidate can be stopped")  # fmt: skip
 
 
 def _check_operators(weights: dict[str, Any], space_kind: str) -> None:

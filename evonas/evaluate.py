@@ -17,9 +17,13 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from evonas.records import FAILED, OK, OOM, TIMEOUT, Job, Result, check_metric_name
+from evonas.records import FAILED, OK, OOM, STOPPED, TIMEOUT, Job, Result, check_metric_name
+
+if TYPE_CHECKING:
+    from evonas.fidelity import CurveRecorder
 
 # The metrics the built-in trainer reports (test_accuracy when the task has a test split,
 # inherited_share when a child inherits weights).
@@ -29,6 +33,16 @@ BUILTIN_METRICS = ("val_accuracy", "test_accuracy", "params", "flops", "size_byt
 # The built-in metrics that are measured on the machine rather than computed, so they differ
 # between two runs of the same evaluation; everything else is a function of the job.
 MEASURED_METRICS = ("train_seconds", "latency_ms", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation produced before it becomes a `Result`."""
+
+    metrics: dict[str, float]
+    curve: tuple[dict[str, float], ...] = ()
+    status: str = OK  # or STOPPED
+    partial: bool = False
 
 
 class EvaluationTimeout(TimeoutError):
@@ -42,8 +56,12 @@ def run_job(job_data: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate(job: Job) -> Result:
     """Evaluate one job; never raises for a failing evaluation (the status says what happened)."""
+    from evonas.fidelity import CurveRecorder, MedianRule
+
     started = time.time()
     gpu, status, error, metrics, trace = None, OK, None, {}, None
+    recorder = CurveRecorder(MedianRule.of(job.stop_rule) if job.stop_rule else None)
+    evaluation = Evaluation({})
     try:
         if job.lease:
             from evonas.devices import lease
@@ -52,21 +70,23 @@ def evaluate(job: Job) -> Result:
         timeout = float(job.training.get("timeout") or 0)
         if timeout > 0:
             with _alarm(timeout):
-                metrics = _evaluate(job)
+                evaluation = _evaluate(job, recorder)
         else:
-            metrics = _evaluate(job)
+            evaluation = _evaluate(job, recorder)
+        status, metrics = evaluation.status, evaluation.metrics
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
     except Exception as exc:  # any failure of an evaluation is recorded, never raised
         status, error, metrics, trace = _failure(exc)
+        evaluation = Evaluation({}, tuple(recorder.points))  # the epochs it did train
     try:
         device = _device_name(job, gpu)
     except Exception:  # e.g. torch cannot be imported any more: memory is exhausted
         device = "unknown"
     return Result(job.uid, status, error, metrics, worker=str(os.getpid()), device=device,
-                  gpu=gpu, started_at=started, finished_at=time.time(),
-                  traceback=trace)  # fmt: skip
+                  gpu=gpu, started_at=started, finished_at=time.time(), traceback=trace,
+                  curve=evaluation.curve, partial=evaluation.partial)  # fmt: skip
 
 
 def _failure(exc: BaseException) -> tuple[str, str, dict, str | None]:
@@ -90,14 +110,14 @@ def _device_name(job: Job, gpu: str | None) -> str:
     return "cuda" if gpu is None else f"cuda:{gpu}"
 
 
-def _evaluate(job: Job) -> dict[str, float]:
+def _evaluate(job: Job, recorder: CurveRecorder) -> Evaluation:
     if job.evaluator:
-        return _run_user_evaluator(job)
+        return _run_user_evaluator(job, recorder)
     if job.task["name"] == "table":
         from evonas.tasks import table_lookup
 
-        return table_lookup(job.task.get("options") or {}, job.key)
-    return _train_builtin(job)
+        return Evaluation(table_lookup(job.task.get("options") or {}, job.key))
+    return _train_builtin(job, recorder)
 
 
 def _status_of(exc: BaseException) -> str:
@@ -151,12 +171,24 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def _run_user_evaluator(job: Job) -> dict[str, float]:
+def _run_user_evaluator(job: Job, recorder: CurveRecorder) -> Evaluation:
+    from evonas.fidelity import Stopped, recording
     from evonas.plugins import load_callable
 
     fn = load_callable(job.evaluator, what="training.evaluator")
-    # copies: the user's function may change what it is given
-    metrics = fn(copy.deepcopy(job.genome), int(job.seed), dict(job.training))
+    with recording(recorder):
+        try:
+            # copies: the user's function may change what it is given
+            metrics = fn(copy.deepcopy(job.genome), int(job.seed), dict(job.training))
+        except Stopped:
+            last = {k: v for k, v in recorder.points[-1].items() if k != "epoch"}
+            epochs = recorder.points[-1]["epoch"]
+            return Evaluation({**last, "epochs": epochs}, tuple(recorder.points), STOPPED)
+    return Evaluation(_checked(metrics), tuple(recorder.points))
+
+
+def _checked(metrics: Any) -> dict[str, float]:
+    """A user evaluator's metrics, or TypeError/MetricNameError saying what is wrong."""
     if not isinstance(metrics, dict):
         raise TypeError(f"evaluator must return dict[str, float], got {type(metrics).__name__}")
     for name in metrics:
@@ -167,14 +199,14 @@ def _run_user_evaluator(job: Job) -> dict[str, float]:
         raise TypeError(f"evaluator returned a non-numeric metric ({exc})") from None
 
 
-def _train_builtin(job: Job) -> dict[str, float]:
+def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     import torch
 
     from evonas.batches import SPLITS, split_of
     from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
-    from evonas.train import Recipe, accuracy, peak_memory_mb, reset_peak_memory, train
-    from evonas.weights import load_state_dict, save_state_dict
+    from evonas.train import Recipe, Trainer, accuracy, peak_memory_mb, reset_peak_memory
+    from evonas.weights import load_state_dict, save_state, save_state_dict
 
     settings = job.training
     torch.set_num_threads(int(settings.get("threads", 1)))
@@ -187,9 +219,11 @@ def _train_builtin(job: Job) -> dict[str, float]:
     torch.manual_seed(seed)
     model = build(job.genome, data.input_shape, data.num_classes)
     metrics: dict[str, float] = {}
-    if job.init_weights:
+    checkpoint = load_state_dict(job.resume_from) if job.resume_from else None
+    if checkpoint is not None:  # a candidate continued from a rung: its weights come from there
+        metrics.update(checkpoint["metrics"])
+    elif job.init_weights:
         model.load_state_dict(load_state_dict(job.init_weights))
-        settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
     elif job.inherit:
         from evonas.genome import parse_genome
         from evonas.graph_inherit import inherit_graph
@@ -200,17 +234,34 @@ def _train_builtin(job: Job) -> dict[str, float]:
             model, genome, data.input_shape, job.inherit, seed, data
         )
         metrics["inherited_share"] = share
-        settings = {**settings, "epochs": int(settings.get("finetune_epochs", 1))}
+    settings = {**settings, "epochs": job_budget(job)}  # the schedule spans the whole budget
     model = model.to(device)
     metrics["params"] = float(count_params(model))
     metrics["flops"] = float(count_flops(model, data.input_shape))
-    metrics["epochs"] = float(settings["epochs"])
     lr = float(job.genome["training"]["lr"])
     teacher_logits = _teacher_logits(job.teacher, splits["train"], data) if job.teacher else None
-    if settings["epochs"] > 0:
-        metrics.update(train(model, splits["train"], settings, lr, seed, teacher_logits))
+    trainer = Trainer(model, splits["train"], settings, lr, seed, teacher_logits)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint["trainer"])
     recipe = Recipe.of(settings, device)
-    metrics["val_accuracy"] = accuracy(model, splits["val"], recipe)
+    stop_at = min(job.epochs_to or settings["epochs"], settings["epochs"])
+    stopped = False
+    while trainer.epoch < stop_at and not stopped:
+        loss = trainer.run_epoch()
+        point = {"train_loss": loss, "val_accuracy": accuracy(model, splits["val"], recipe)}
+        stopped = recorder.add(trainer.epoch, point, known=metrics)
+        stopped = stopped and trainer.epoch < settings["epochs"]  # the last epoch ends anyway
+    partial = not stopped and trainer.epoch < settings["epochs"]
+    if partial and job.checkpoint:
+        state = {"trainer": trainer.state_dict(), "metrics": dict(metrics)}
+        save_state(state, job.checkpoint)  # before anything else draws random numbers
+    metrics["epochs"] = float(trainer.epoch)
+    if trainer.epoch:
+        metrics.update(trainer.stats())
+    curve = tuple(recorder.points)
+    metrics["val_accuracy"] = (
+        curve[-1]["val_accuracy"] if curve else accuracy(model, splits["val"], recipe)
+    )
     if "test" in splits:
         metrics["test_accuracy"] = accuracy(model, splits["test"], recipe)
     metrics["peak_memory_mb"] = peak_memory_mb(device)
@@ -219,7 +270,15 @@ def _train_builtin(job: Job) -> dict[str, float]:
     metrics["latency_ms"] = latency_ms(model, data.input_shape)
     if job.weights_path:
         save_state_dict(model, job.weights_path)
-    return metrics
+    return Evaluation(metrics, curve, STOPPED if stopped else OK, partial)
+
+
+def job_budget(job: Job) -> int:
+    """The epochs a job's candidate trains in all: a fine-tune of inherited or seeded weights,
+    or training from scratch."""
+    training = job.training
+    finetune = job.init_weights or job.inherit
+    return int(training.get("finetune_epochs", 1) if finetune else training.get("epochs", 1))
 
 
 _TEACHER_LOGITS: dict[str, Any] = {}  # per worker: a teacher's outputs, computed once

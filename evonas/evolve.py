@@ -118,7 +118,7 @@ class Evolution:
         if self.stopping():  # a signal while sampling: nothing was dispatched
             return False
         self.reporters.generation_started(0, len(initial))
-        self.evaluate(initial, teacher=self.weights.teacher([], self.ledger.weights_uid))
+        self.evaluate(initial)
         batch = Batch(initial, closes=True)
         while not batch.resolved() and self.collect():
             pass
@@ -158,27 +158,27 @@ class Evolution:
                 self.reporters.generation_started(generation, self.offspring)
             children = [self.ledger.child(c, generation) for c in self.strategy.ask(self.batch)]
             self.by_generation.setdefault(generation, []).extend(children)
-            self.evaluate(children, self.weights.teacher(self.joined, self.ledger.weights_uid))
+            self.evaluate(children)
             self.batches.append(Batch(children, closes=nth + 1 == self.asks_per_generation))
             self.asked += 1
             self.outstanding += len(children)
 
-    def evaluate(self, individuals: list[Individual], teacher: dict | None) -> None:
+    def evaluate(self, individuals: list[Individual]) -> None:
         """b. Replayed, copied or queued for a worker (the ledger decides)."""
+        for job in self.ledger.jobs(individuals, self.joined):
+            self.dispatcher.submit(job)
         for ind in individuals:
-            job = self.ledger.prepare(ind, teacher)
-            if job is not None:
-                self.dispatcher.submit(job)
-            elif ind.resolved:
-                source = "journal" if ind.uid in self.ledger.journal else "cache"
-                self.reporters.evaluated(ind, source)
+            if ind.resolved:
+                self.reporters.evaluated(ind, self.ledger.source(ind))
 
     def collect(self) -> bool:
         """b. Wait for results and journal them; False when nothing is left in flight."""
         results = self.dispatcher.results(before_waiting=self.store.flush)
         for result in results:
-            for i, ind in enumerate(self.ledger.record(result)):  # the original, then copies
-                self.reporters.evaluated(ind, "cache" if i else "worker")
+            for ind in self.ledger.record(result):  # the original (or those stopped), copies
+                self.reporters.evaluated(ind, self.ledger.source(ind))
+        for job in self.ledger.take_jobs():  # continued from a rung
+            self.dispatcher.submit(job)
         return bool(results)
 
     def join(self) -> None:

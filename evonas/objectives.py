@@ -46,6 +46,10 @@ class Objective(BaseModel):
     def worst(self) -> float:
         return -self.sign * WORST
 
+    def better(self, a: float, b: float) -> bool:
+        """Whether value `a` is strictly better than `b`."""
+        return self.sign * (a - b) > 0
+
     def best_of(self, values: Iterable[float]) -> float:
         return max(values) if self.goal == "max" else min(values)
 
@@ -102,6 +106,19 @@ def fitness_values(
 
 
 # --- Pareto front ------------------------------------------------------------------------------
+
+
+def dominates(a: dict[str, float], b: dict[str, float], objectives: Sequence[Objective]) -> bool:
+    """Metrics `a` are at least as good as `b` on every objective both have, and better on one."""
+    strictly = False
+    for objective in objectives:
+        if objective.name not in a or objective.name not in b:
+            continue
+        x, y = a[objective.name], b[objective.name]
+        if objective.better(y, x):
+            return False
+        strictly = strictly or objective.better(x, y)
+    return strictly
 
 
 def pareto_mask(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from evonas.objectives import Objective, pareto_mask, successful  # noqa: E402
+from evonas.records import FAILURES  # noqa: E402
 
 LOG_SCALE = {"params", "flops", "size_bytes", "latency_ms"}
 Objectives = list[Objective]
@@ -321,8 +322,8 @@ def failure_data(individuals: pd.DataFrame) -> pd.DataFrame:
 def plot_failures(data: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     bottom = np.zeros(len(data))
-    colours = {"ok": "tab:green", "failed": "tab:red", "timeout": "tab:orange",
-               "crashed": "black", "oom": "tab:purple"}  # fmt: skip
+    colours = {"ok": "tab:green", "stopped": "tab:olive", "failed": "tab:red",
+               "timeout": "tab:orange", "crashed": "black", "oom": "tab:purple"}  # fmt: skip
     for status in [c for c in data.columns if c != "generation"]:
         ax.bar(data["generation"], data[status], bottom=bottom, label=status,
                color=colours.get(status))  # fmt: skip
@@ -332,6 +333,40 @@ def plot_failures(data: pd.DataFrame) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("evaluations by status")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_data(curves: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
+    """Per evaluation and epoch, `metric` and the evaluation's outcome: ok, stopped, failed
+    (every failure status) or pending."""
+    if metric not in curves:
+        raise ValueError(f"no learning curve has {metric!r} (this run journaled none)")
+    data = curves[["uid", "epoch", metric, "status"]].dropna(subset=[metric])
+    outcome = data["status"].where(~data["status"].isin(FAILURES), "failed")
+    return data.assign(outcome=outcome).rename(columns={metric: "value"}).assign(metric=metric)
+
+
+OUTCOME_COLOURS = {"ok": "tab:blue", "stopped": "tab:orange", "failed": "tab:red",
+                   "pending": "tab:gray"}  # fmt: skip
+
+
+def plot_curves(data: pd.DataFrame) -> Figure:
+    """Learning curves coloured by outcome."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    labelled = set()
+    for (_uid, outcome), part in data.groupby(["uid", "outcome"], sort=False):
+        label = None if outcome in labelled else outcome
+        labelled.add(outcome)
+        ax.plot(part["epoch"], part["value"], color=OUTCOME_COLOURS.get(outcome, "black"),
+                alpha=0.5, lw=1, marker="." if len(part) == 1 else None, label=label)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(data["metric"].iloc[0] if len(data) else "")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("learning curves")
+    if labelled:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -370,4 +405,5 @@ FIGURES = {
     "diversity": (lambda run, uid: (diversity_data(run.individuals, run.generations),),
                   plot_diversity),
     "failures": (lambda run, uid: (failure_data(run.individuals),), plot_failures),
+    "curves": (lambda run, uid: (curves_data(run.curves),), plot_curves),
 }  # fmt: skip

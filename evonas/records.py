@@ -17,7 +17,12 @@ from typing import Any
 from evonas.genome import Genome
 
 OK, FAILED, TIMEOUT, CRASHED, OOM = "ok", "failed", "timeout", "crashed", "oom"
-STATUSES = (OK, FAILED, TIMEOUT, CRASHED, OOM)
+STOPPED = "stopped"  # trained part of its budget, then stopped early (search.early_stop)
+STATUSES = (OK, STOPPED, FAILED, TIMEOUT, CRASHED, OOM)
+# Statuses with metrics a strategy may select on: a stopped candidate keeps those of the epoch it
+# reached. Every other status but PENDING is a failure.
+TRAINED = (OK, STOPPED)
+FAILURES = (FAILED, TIMEOUT, CRASHED, OOM)
 PENDING = "pending"
 
 # The journal's fixed columns, in table order, with their SQLite types. Everything else in the
@@ -125,6 +130,14 @@ class Job:
     device: str = "cpu"  # cpu | gpu
     lease: dict[str, Any] | None = None  # GPU lease settings of a local worker
     weights_path: str | None = None  # where to save the trained state_dict
+    # Multi-fidelity (evonas.fidelity): train from epoch `epochs_from` (restored from
+    # `resume_from`, a checkpoint) up to `epochs_to` (None: the whole budget), saving a checkpoint
+    # to `checkpoint` when stopping short of the budget; `stop_rule`: the median rule's data.
+    epochs_from: int = 0
+    epochs_to: int | None = None
+    resume_from: str | None = None
+    checkpoint: str | None = None
+    stop_rule: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _JOB_FIELDS}
@@ -148,6 +161,8 @@ class Result:
     started_at: float = 0.0
     finished_at: float = 0.0
     traceback: str | None = None
+    curve: tuple[dict[str, float], ...] = ()  # per epoch: {"epoch": e, metric: value, ...}
+    partial: bool = False  # trained to a rung of its budget (a checkpoint continues it)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _RESULT_FIELDS}
@@ -157,6 +172,7 @@ class Result:
         values = {k: v for k, v in data.items() if k in _RESULT_FIELDS}
         if values.get("worker") is not None:
             values["worker"] = str(values["worker"])
+        values["curve"] = tuple(values.get("curve") or ())
         return cls(**values)
 
     @classmethod

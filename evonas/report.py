@@ -17,6 +17,7 @@ import yaml
 
 from evonas.analysis import Run, RunLookupError, run_status
 from evonas.plots import FIGURES
+from evonas.records import FAILURES
 from evonas.reporters import number, number_formats
 from evonas.store import RunDirError, writable
 
@@ -149,7 +150,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<h2>Best models</h2>",
         *_best_models(run, people),
     ]
-    failures = people[people["status"] != "ok"][
+    failures = people[people["status"].isin(FAILURES)][
         ["uid", "generation", "operator", "status", "error"]
     ]
     sections += ["<h2>Failures</h2>", _table(failures) if not failures.empty else "<p>none</p>"]

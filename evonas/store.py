@@ -1,9 +1,11 @@
 """The run directory: resolved config, the SQLite journal, plots and weights.
 
 Layout of `runs/<name>/`: `config.yaml` (resolved), `history.sqlite` (tables `individuals`,
-`generations`, `meta`), `plots/`, `weights/`, `log.txt`. The parent process is the only writer
-(an OS lock says so). Columns are `records.COLUMNS` plus one quoted column per metric, added as
-metrics first appear.
+`generations`, `meta`, `curves`: one row per uid, epoch and metric of each learning curve, and
+`rungs`: the metrics of candidates at the rungs of successive halving), `plots/`, `weights/`,
+`checkpoints/` (training state at a rung, `<uid>-e<epoch>.pt`), `log.txt`. The parent process
+is the only writer (an OS lock says so). Columns are `records.COLUMNS` plus one quoted column per
+metric, added as metrics first appear.
 
 Commits: every journaled row is committed before the loop next waits for a worker (`flush`), and
 at least every `COMMIT_SECONDS` while it does not wait (table lookups in process), so a killed
@@ -45,6 +47,19 @@ CREATE TABLE IF NOT EXISTS generations (
     finished_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS curves (
+    uid INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (uid, epoch, metric)
+);
+CREATE TABLE IF NOT EXISTS rungs (
+    uid INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    PRIMARY KEY (uid, epoch)
+);
 """
 
 
@@ -317,13 +332,43 @@ class Store:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} REAL")
 
     @_writes
+    def record_curve(self, uid: int, curve: tuple[dict[str, float], ...]) -> None:
+        """Journal learning-curve points (`{"epoch": e, metric: value, ...}`); a point written
+        again (an evaluation rerun after a kill) replaces the old one."""
+        rows = [(uid, int(point["epoch"]), name, float(value))
+                for point in curve for name, value in point.items() if name != "epoch"]  # fmt: skip
+        self.db.executemany("INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?)", rows)
+        self._commit_if_due()
+
+    @_writes
+    def record_rung(self, uid: int, epoch: int, metrics: dict[str, float]) -> None:
+        """Journal a candidate's metrics at a rung of successive halving."""
+        self.db.execute("INSERT OR REPLACE INTO rungs VALUES (?, ?, ?)",
+                        (uid, epoch, json.dumps(metrics)))  # fmt: skip
+        self._commit_if_due()
+
+    def checkpoint_path(self, uid: int, epoch: int) -> Path:
+        return self.run_dir / "checkpoints" / f"{uid}-e{epoch}.pt"
+
+    def drop_checkpoints(self, uid: int, below: int | None = None) -> None:
+        """Delete `uid`'s checkpoints (only those before epoch `below`, when given)."""
+        for path in self.run_dir.glob(f"checkpoints/{uid}-e*.pt"):
+            epoch = int(path.stem.rpartition("-e")[2])
+            if below is None or epoch < below:
+                path.unlink(missing_ok=True)
+
+    @_writes
     def drop_weights(self, keep: set[int]) -> int:
-        """Retention: delete weight files of individuals not in `keep`; returns how many."""
+        """Retention: delete weight files (and checkpoints) of individuals not in `keep`;
+        returns how many weight files."""
         rows = self.db.execute("SELECT uid, weights FROM individuals WHERE weights IS NOT NULL")
         dropped = [(uid, path) for uid, path in rows if uid not in keep]
         for uid, path in dropped:
             (self.run_dir / path).unlink(missing_ok=True)
             self.db.execute("UPDATE individuals SET weights = NULL WHERE uid = ?", (uid,))
+        for path in self.run_dir.glob("checkpoints/*-e*.pt"):
+            if int(path.stem.partition("-e")[0]) not in keep:
+                path.unlink(missing_ok=True)
         self.flush()
         return len(dropped)
 
@@ -341,6 +386,24 @@ class Store:
             row = {k: v for k, v in zip(names, values) if v is not None}
             rows[row["uid"]] = row
         return rows
+
+    def journaled_rungs(self) -> dict[int, dict[int, dict[str, float]]]:
+        """uid -> rung epoch -> the metrics it had there."""
+        rungs: dict[int, dict[int, dict[str, float]]] = {}
+        for uid, epoch, metrics in self.db.execute("SELECT uid, epoch, metrics FROM rungs"):
+            rungs.setdefault(uid, {})[epoch] = json_cell(metrics, f"rungs of uid {uid}")
+        return rungs
+
+    def journaled_curves(self) -> dict[int, list[dict[str, float]]]:
+        """uid -> its learning curve, one point per epoch (`{"epoch": e, metric: value}`)."""
+        points: dict[tuple[int, int], dict[str, float]] = {}
+        query = "SELECT uid, epoch, metric, value FROM curves ORDER BY uid, epoch"
+        for uid, epoch, name, value in self.db.execute(query):
+            points.setdefault((uid, epoch), {"epoch": float(epoch)})[name] = value
+        curves: dict[int, list[dict[str, float]]] = {}
+        for (uid, _), point in points.items():
+            curves.setdefault(uid, []).append(point)
+        return curves
 
     def journaled_generations(self) -> dict[int, list[int]]:
         rows = self.db.execute("SELECT generation, population FROM generations")

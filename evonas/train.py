@@ -189,6 +189,116 @@ def accuracy(model: nn.Module, source: Batches, recipe: Recipe | None = None) ->
     return int(correct) / max(1, len(source))
 
 
+class Trainer:
+    """One training run, epoch by epoch: `run_epoch()` trains the next epoch; between epochs
+    `state_dict()` captures everything the rest depends on (weights, optimizer, schedule, grad
+    scaler, and the random streams of shuffling, augmentation and dropout), so a run restored
+    with `load_state_dict` continues exactly as if it had never stopped. The schedule spans
+    `settings['epochs']`, however many epochs a caller actually runs.
+
+    Shuffling, augmentation and dropout come from `seed`. With `teacher_logits` (one row per
+    training sample) the loss is knowledge distillation: `distill_alpha` x T^2 x KL(teacher ||
+    student at temperature T) + (1 - alpha) x cross-entropy, with T = `distill_temperature`.
+    Raises TrainingDiverged on a non-finite loss and TimeBudgetExceeded past
+    `settings['timeout']` seconds of this object's training.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        source: Batches,
+        settings: dict[str, Any],
+        lr: float,
+        seed: int,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> None:
+        self.source, self.settings, self.device = source, settings, source.device
+        self.recipe = recipe = Recipe.of(settings, self.device)
+        torch.manual_seed(seed)
+        self.order_generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.teacher_logits = None if teacher_logits is None else teacher_logits.to(self.device)
+        self.model = prepare(model, recipe)
+        self.stepper = torch.compile(self.model) if recipe.compile else self.model
+        self.optimizer = make_optimizer(self.model, recipe, lr)
+        steps = steps_per_epoch(len(source), recipe.batch_size)
+        self.schedule = make_schedule(self.optimizer, recipe, steps, lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=recipe.precision == "fp16")
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.epoch, self.seconds, self.last_loss = 0, 0.0, float("nan")
+
+    def run_epoch(self) -> float:
+        """Train one epoch; returns its mean loss."""
+        started = time.perf_counter()
+        recipe, device, model = self.recipe, self.device, self.model
+        model.train()
+        order = torch.randperm(len(self.source), generator=self.order_generator)
+        total = torch.zeros((), device=device)
+        seen = 0
+        for step, (x, y, index) in enumerate(self.source.batches(recipe.batch_size, order)):
+            if len(y) < 2 <= recipe.batch_size and len(self.source) >= 2:
+                continue  # a trailing batch of one: batch norm cannot train on one sample
+            if recipe.augment.active:
+                x = augment(x, recipe.augment, self.augment_generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            with recipe.autocast(device):
+                logits = self.stepper(recipe.layout(x)).float()  # the loss in float32
+                loss = self.loss_fn(logits, y)
+                if self.teacher_logits is not None:
+                    teacher = self.teacher_logits[index.to(device)]
+                    loss = distillation_loss(logits, teacher, loss, self.settings)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            total += loss.detach() * len(y)
+            seen += len(y)
+            if step % SYNC_STEPS == SYNC_STEPS - 1:
+                _check_finite(float(total), self.epoch)
+        self.last_loss = float(total) / max(1, seen)
+        _check_finite(self.last_loss, self.epoch)
+        self.epoch += 1
+        self.seconds += time.perf_counter() - started
+        if recipe.timeout and self.seconds > recipe.timeout:
+            raise TimeBudgetExceeded(
+                f"training exceeded its budget of {recipe.timeout:g} s in epoch {self.epoch}"
+            )
+        return self.last_loss
+
+    def stats(self) -> dict[str, float]:
+        """The last epoch's mean loss and the seconds trained (over every session of a run
+        continued from a `state_dict`)."""
+        return {"train_loss": self.last_loss, "train_seconds": self.seconds}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "epoch": self.epoch,
+            "seconds": self.seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "order": self.order_generator.get_state(),
+            "augment": self.augment_generator.get_state(),
+            "torch": torch.get_rng_state(),  # dropout draws from the global generator
+        }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.seconds = int(state["epoch"]), float(state["seconds"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.order_generator.set_state(state["order"])
+        self.augment_generator.set_state(state["augment"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+
 def train(
     model: nn.Module,
     source: Batches,
@@ -197,61 +307,12 @@ def train(
     seed: int,
     teacher_logits: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place on the batches of `source`; returns the last epoch's mean loss
-    and the time taken.
-
-    Shuffling, augmentation and dropout come from `seed`. With `teacher_logits` (one row per
-    training sample) the loss is knowledge distillation: `distill_alpha` x T^2 x KL(teacher ||
-    student at temperature T) + (1 - alpha) x cross-entropy, with T = `distill_temperature`.
-    Raises TrainingDiverged on a non-finite loss and TimeBudgetExceeded past
-    `settings['timeout']` seconds.
-    """
-    device = source.device
-    recipe = Recipe.of(settings, device)
-    torch.manual_seed(seed)
-    order_generator = torch.Generator().manual_seed(seed)
-    augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
-    if teacher_logits is not None:
-        teacher_logits = teacher_logits.to(device)
-    model = prepare(model, recipe)
-    stepper = torch.compile(model) if recipe.compile else model
-    optimizer = make_optimizer(model, recipe, lr)
-    schedule = make_schedule(optimizer, recipe, steps_per_epoch(len(source), recipe.batch_size), lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    start, mean_loss = time.perf_counter(), float("nan")
-    for epoch in range(recipe.epochs):
-        model.train()
-        order = torch.randperm(len(source), generator=order_generator)
-        total = torch.zeros((), device=device)
-        seen = 0
-        for step, (x, y, index) in enumerate(source.batches(recipe.batch_size, order)):
-            if len(y) < 2 <= recipe.batch_size and len(source) >= 2:
-                continue  # a trailing batch of one: batch norm cannot train on one sample
-            if recipe.augment.active:
-                x = augment(x, recipe.augment, augment_generator)
-            optimizer.zero_grad(set_to_none=True)
-            with recipe.autocast(device):
-                logits = stepper(recipe.layout(x)).float()  # the loss in float32 under autocast
-                loss = loss_fn(logits, y)
-                if teacher_logits is not None:
-                    loss = distillation_loss(logits, teacher_logits[index.to(device)],
-                                             loss, settings)  # fmt: skip
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            total += loss.detach() * len(y)
-            seen += len(y)
-            if step % SYNC_STEPS == SYNC_STEPS - 1:
-                _check_finite(float(total), epoch)
-        mean_loss = float(total) / max(1, seen)
-        _check_finite(mean_loss, epoch)
-        if recipe.timeout and time.perf_counter() - start > recipe.timeout:
-            raise TimeBudgetExceeded(
-                f"training exceeded its budget of {recipe.timeout:g} s in epoch {epoch + 1}"
-            )
-    return {"train_loss": mean_loss, "train_seconds": time.perf_counter() - start}
+    """Train `model` in place for `settings['epochs']` on the batches of `source` (see
+    `Trainer`); returns the last epoch's mean loss and the time taken."""
+    trainer = Trainer(model, source, settings, lr, seed, teacher_logits)
+    for _ in range(trainer.recipe.epochs):
+        trainer.run_epoch()
+    return trainer.stats()
 
 
 def _check_finite(loss: float, epoch: int) -> None:

@@ -39,13 +39,18 @@ class UnsafeFileError(ValueError):
 
 def save_state_dict(model: Any, path: str | Path) -> None:
     """Write a model's state_dict atomically (readable with torch.load(weights_only=True))."""
+    save_state(model.state_dict(), path)
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> None:
+    """Write a dict of tensors and plain values atomically (a state_dict, a checkpoint)."""
     import torch
 
     path = str(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        torch.save(model.state_dict(), tmp)
+        torch.save(state, tmp)
         os.replace(tmp, path)
     except BaseException as exc:  # a full disk, or a stop: no half-written file stays behind
         with contextlib.suppress(OSError):

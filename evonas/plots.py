@@ -339,9 +339,9 @@ def plot_failures(data: pd.DataFrame) -> Figure:
 
 def curves_data(curves: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     """Per evaluation and epoch, `metric` and the evaluation's outcome: ok, stopped, failed
-    (every failure status) or pending."""
+    (every failure status) or pending. Empty when no curve has `metric`."""
     if metric not in curves:
-        raise ValueError(f"no learning curve has {metric!r} (this run journaled none)")
+        curves = curves.assign(**{metric: pd.Series(dtype=float)})
     data = curves[["uid", "epoch", metric, "status"]].dropna(subset=[metric])
     outcome = data["status"].where(~data["status"].isin(FAILURES), "failed")
     return data.assign(outcome=outcome).rename(columns={metric: "value"}).assign(metric=metric)
@@ -360,6 +360,9 @@ def plot_curves(data: pd.DataFrame) -> Figure:
         labelled.add(outcome)
         ax.plot(part["epoch"], part["value"], color=OUTCOME_COLOURS.get(outcome, "black"),
                 alpha=0.5, lw=1, marker="." if len(part) == 1 else None, label=label)  # fmt: skip
+    if data.empty:
+        ax.text(0.5, 0.5, "no learning curves journaled", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel(data["metric"].iloc[0] if len(data) else "")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

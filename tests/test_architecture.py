@@ -12,7 +12,8 @@ TORCH_FREE = ["evonas.evolve", "evonas.launch", "evonas.ledger", "evonas.strateg
               "evonas.operators", "evonas.spaces", "evonas.genome", "evonas.store",
               "evonas.records", "evonas.objectives", "evonas.weights", "evonas.config",
               "evonas.reporters", "evonas.parallel", "evonas.pools", "evonas.seeds",
-              "evonas.graph", "evonas.channels", "evonas.graph_operators"]  # fmt: skip
+              "evonas.graph", "evonas.channels", "evonas.graph_operators", "evonas.fidelity",
+              "evonas.halving"]  # fmt: skip
 
 
 def imports_of(path) -> set[str]:

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from evonas.plots import FIGURES
 from evonas.report import summary_text, write_report
 from tests.conftest import ROOT, cli
 
@@ -18,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_report_is_self_contained(trained, tmp_path):
     path = write_report(trained.path, tmp_path / "r.html")
     page = path.read_text()
-    assert page.count("data:image/png;base64,") == 8
+    assert page.count("data:image/png;base64,") == len(FIGURES)
     assert 'src="http' not in page and 'href="http' not in page
     for heading in ("Pareto front", "Best models", "Failures", "Config", "Versions"):
         assert f"<h2>{heading}</h2>" in page
@@ -51,8 +52,8 @@ def test_report_renders_every_figure_in_headless_chromium(trained, tmp_path):
          "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert 'data-figures="8/8"' in result.stdout, result.stderr[-2000:]
-    assert result.stdout.count('data-rendered="true"') == 8
+    assert 'data-figures="9/9"' in result.stdout, result.stderr[-2000:]
+    assert result.stdout.count('data-rendered="true"') == 9
 
 
 @pytest.mark.slow

@@ -173,7 +173,7 @@ class Ledger:
         if result.curve:
             self.store.record_curve(ind.uid, result.curve)
             self.curves.setdefault(ind.uid, []).extend(result.curve)
-        if result.partial and self.halving is not None:
+        if result.partial and result.status == OK and self.halving is not None:
             epoch = int(result.metrics["epochs"])
             self.store.record_rung(ind.uid, epoch, result.metrics)
             self.store.drop_checkpoints(ind.uid, below=epoch)
@@ -213,9 +213,7 @@ class Ledger:
         for action in actions:
             ind = self.by_uid[action.uid]
             if action.kind == "stop":
-                metrics = self.rungs.get(ind.uid, {}).get(action.epoch)
-                if metrics is None:
-                    metrics = self.halving.members[ind.uid].results[action.epoch]
+                metrics = self.halving.members[ind.uid].results[action.epoch]
                 recorded += self._finish(ind, STOPPED, None, dict(metrics))
             else:
                 self.queued.append(self._job(ind, [], action.epoch, action.until))

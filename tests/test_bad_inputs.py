@@ -429,6 +429,17 @@ SETS = [
     set_case("set-cutout-1e9", f"training.augment.cutout={HUGE}", "training.augment.cutout"),
     set_case("set-precision-fp8", "training.precision=fp8", "training.precision"),
     set_case("set-warmup-past-training", "training.warmup_epochs=2", "training.warmup_epochs"),
+    set_case("set-early-stop-asha", "search.early_stop.kind=asha", "search.early_stop.kind"),
+    set_case(
+        "set-early-stop-past-training",
+        "search.early_stop={kind: halving, min_epochs: 5}",
+        "search.early_stop.min_epochs",
+    ),  # fmt: skip
+    set_case(
+        "set-early-stop-eta-1",
+        "search.early_stop.reduction_factor=1",
+        "search.early_stop.reduction_factor",
+    ),  # fmt: skip
     set_case(
         "set-loader-workers-1e9", f"training.loader_workers={HUGE}", "training.loader_workers"
     ),  # fmt: skip

@@ -274,3 +274,15 @@ def test_halving_with_worker_processes_equals_the_inline_run(tmp_path):
                                   inline.individuals.drop(columns=MEASURED))  # fmt: skip
     got, want = journal(workers.run_dir, "curves"), journal(inline.run_dir, "curves")
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_fine_tuned_children_join_the_rungs_below_their_fine_tune_budget(tmp_path):
+    sets = [*HALVING, "training.inherit_weights=true", "training.finetune_epochs=3"]
+    people = search(tmp_path, *sets).individuals
+    own = people[people["cached_from"].isna()]
+    tuned = own[own["inherited_from"].notna()]
+    scratch = own[own["inherited_from"].isna()]
+    assert len(tuned) > 0
+    assert set(tuned["epochs"]) <= {1, 3} and set(scratch["epochs"]) <= {1, 3, 9}
+    assert set(tuned.loc[tuned["status"] == "ok", "epochs"]) == {3}
+    assert set(tuned.loc[tuned["status"] == "stopped", "epochs"]) <= {1}

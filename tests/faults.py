@@ -92,5 +92,6 @@ def curve(genome, seed, budget):
 
     level = (seed % 1000) / 1000
     for epoch in range(1, int(budget["epochs"]) + 1):
+        time.sleep(float(os.environ.get("EVONAS_TEST_SLEEP", "0")) / 4)
         report_epoch(epoch, val_accuracy=level * (1 - 0.5**epoch), train_loss=1 / epoch)
     return {"val_accuracy": level * (1 - 0.5 ** int(budget["epochs"])), "params": 1.0}

@@ -150,6 +150,32 @@ def test_load_run_on_a_live_run(tmp_path):
     assert proc.returncode == 143
 
 
+@pytest.mark.slow
+def test_learning_curves_are_read_back_while_the_run_goes_on(tmp_path):
+    config = tmp_path / "live.yaml"
+    config.write_text(
+        "task: {name: synthetic}\n"
+        f"training: {{evaluator: '{FAULTS}:curve', epochs: 4}}\n"
+        "search: {population: 4, generations: 100}\n"
+    )
+    command = ["search", "--config", str(config), "--name", "live", "--runs-dir", str(tmp_path)]
+    proc = start_cli(*command, cwd=tmp_path, env_extra={"EVONAS_TEST_SLEEP": "0.2"})
+    try:
+        wait_until(lambda: journal_rows(tmp_path / "live") >= 1)
+        run = load_run(tmp_path / "live")
+        wait_until(lambda: run.curves["uid"].nunique() >= 3)
+        assert run.running
+        curves = run.curves
+        done = curves[curves["status"] == "ok"]
+        assert set(done.groupby("uid")["epoch"].max()) == {4}
+        assert set(curves.columns) >= {"uid", "epoch", "val_accuracy", "train_loss", "status"}
+        assert isinstance(run.figure("curves"), Figure)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 143
+
+
 def test_load_run_errors(tmp_path):
     with pytest.raises(RunDirError, match="no history.sqlite here"):
         load_run(tmp_path)

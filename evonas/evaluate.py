@@ -205,7 +205,7 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     from evonas.batches import SPLITS, split_of
     from evonas.builder import build, count_flops, count_params, latency_ms, size_bytes
     from evonas.tasks import load_task
-    from evonas.train import Recipe, Trainer, accuracy, peak_memory_mb, reset_peak_memory
+    from evonas.train import Trainer, accuracy, peak_memory_mb, reset_peak_memory
     from evonas.weights import load_state_dict, save_state, save_state_dict
 
     settings = job.training
@@ -243,7 +243,7 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     trainer = Trainer(model, splits["train"], settings, lr, seed, teacher_logits)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint["trainer"])
-    recipe = Recipe.of(settings, device)
+    recipe = trainer.recipe
     stop_at = min(job.epochs_to or settings["epochs"], settings["epochs"])
     stopped = False
     while trainer.epoch < stop_at and not stopped:

@@ -53,6 +53,7 @@ class Group:
 class Halving:
     def __init__(self, min_epochs: int, eta: int, objectives: Sequence[Objective]) -> None:
         self.min_epochs, self.eta, self.objectives = min_epochs, eta, list(objectives)
+        self.worst = {o.name: o.worst for o in self.objectives}  # for a metric a rung lacks
         self.groups: dict[int, Group] = {}  # uid -> its group
         self.members: dict[int, Member] = {}
 
@@ -138,6 +139,5 @@ class Halving:
         return {m.uid for m in kept}
 
     def _beats(self, a: Member, b: Member, epoch: int) -> bool:
-        worst = {o.name: o.worst for o in self.objectives}
-        return dominates({**worst, **a.results[epoch]}, {**worst, **b.results[epoch]},
+        return dominates({**self.worst, **a.results[epoch]}, {**self.worst, **b.results[epoch]},
                          self.objectives)  # fmt: skip

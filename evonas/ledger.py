@@ -81,8 +81,10 @@ class Ledger:
             if early.kind == "halving"
             else None
         )
-        self.rungs = store.journaled_rungs()  # uid -> rung epoch -> metrics there
-        self.curves = store.journaled_curves()  # uid -> its learning curve (the median rule's)
+        # uid -> rung epoch -> metrics there; uid -> learning curve (what each rule replays)
+        self.rungs = store.journaled_rungs() if self.halving else {}
+        self.median = early.kind == "median"
+        self.curves = store.journaled_curves() if self.median else {}
         self.copied: set[int] = set()  # uids whose result is a copy of identical work
         self.queued: list[Job] = []  # continuations decided at a rung, for the loop to submit
         self._medians: dict[tuple[int, bool], dict[str, Any]] = {}
@@ -172,7 +174,8 @@ class Ledger:
             result = replace(result, status=FAILED, error=f"MetricNameError: {clash}", metrics={})
         if result.curve:
             self.store.record_curve(ind.uid, result.curve)
-            self.curves.setdefault(ind.uid, []).extend(result.curve)
+            if self.median:  # completed curves are the median rule's reference
+                self.curves.setdefault(ind.uid, []).extend(result.curve)
         if result.partial and result.status == OK and self.halving is not None:
             epoch = int(result.metrics["epochs"])
             self.store.record_rung(ind.uid, epoch, result.metrics)
@@ -198,8 +201,8 @@ class Ledger:
         kept = ind.status in TRAINED and weights is not None and weights.exists()
         relative = str(weights.relative_to(self.store.run_dir)) if kept else None
         self.store.record(Row.of(ind, self.config.seed, result, weights=relative))
-        if status != STOPPED or not self.weights.keeps:  # a stopped one's may be continued
-            self.store.drop_checkpoints(ind.uid)
+        if self.halving and (status != STOPPED or not self.weights.keeps):
+            self.store.drop_checkpoints(ind.uid)  # a stopped one's is kept: it may continue
         recorded = [ind]
         for copy in self.copies.pop(ind.uid, []):
             self._record_copy(copy, ind)
@@ -247,7 +250,7 @@ class Ledger:
 
     def _budget(self, ind: Individual) -> int:
         training = self.config.training
-        return training.finetune_epochs if ind.inherit or ind.init_weights else training.epochs
+        return training.finetune_epochs if ind.finetuned else training.epochs
 
     def _job(self, ind: Individual, joined: list[Individual], start: int = 0,
              until: int | None = None) -> Job:  # fmt: skip
@@ -282,13 +285,12 @@ class Ledger:
     def _median_rule(self, ind: Individual, joined: list[Individual]) -> dict[str, Any] | None:
         """The median rule's data for `ind`: the curves of the completed candidates of its kind
         (trained from scratch, or fine-tuned) among `joined`."""
-        if self.early.kind != "median":
+        if not self.median:
             return None
-        finetuned = bool(ind.inherit or ind.init_weights)
-        key = (len(joined), finetuned)  # `joined` only grows: its length says which it is
+        key = (len(joined), ind.finetuned)  # `joined` only grows: its length says which it is
         if key not in self._medians:
             done = [j for j in joined if j.status == OK and j.uid in self.curves
-                    and bool(j.inherit or j.init_weights) == finetuned]  # fmt: skip
+                    and j.finetuned == ind.finetuned]  # fmt: skip
             curves = [self.curves[j.uid] for j in done]
             reference = median_reference(curves, [j.metrics for j in done], self.objectives)
             rule = MedianRule(self.objectives, self.early.min_epochs, self.early.min_curves,

@@ -103,6 +103,11 @@ class Individual:
     def resolved(self) -> bool:
         return self.status != PENDING
 
+    @property
+    def finetuned(self) -> bool:
+        """Starts from trained weights (inherited, or a seed's own): trains `finetune_epochs`."""
+        return bool(self.inherit or self.init_weights)
+
 
 @dataclass(frozen=True)
 class Child:

@@ -126,16 +126,20 @@ def test_compare(trained, faulty):
     assert isinstance(evonas.plots.plot_compare(curves, x="seconds"), Figure)
 
 
-@pytest.mark.slow
-def test_load_run_on_a_live_run(tmp_path):
+def start_live_search(tmp_path, training: str):
+    """A CLI search of 100 generations on the synthetic task with a slow user evaluator."""
     config = tmp_path / "live.yaml"
     config.write_text(
-        "task: {name: synthetic}\n"
-        f"training: {{evaluator: '{FAULTS}:slow'}}\n"
+        f"task: {{name: synthetic}}\ntraining: {training}\n"
         "search: {population: 4, generations: 100}\n"
     )
     command = ["search", "--config", str(config), "--name", "live", "--runs-dir", str(tmp_path)]
-    proc = start_cli(*command, cwd=tmp_path, env_extra={"EVONAS_TEST_SLEEP": "0.2"})
+    return start_cli(*command, cwd=tmp_path, env_extra={"EVONAS_TEST_SLEEP": "0.2"})
+
+
+@pytest.mark.slow
+def test_load_run_on_a_live_run(tmp_path):
+    proc = start_live_search(tmp_path, f"{{evaluator: '{FAULTS}:slow'}}")
     try:
         wait_until(lambda: journal_rows(tmp_path / "live") >= 6)
         run = load_run(tmp_path / "live")
@@ -152,14 +156,7 @@ def test_load_run_on_a_live_run(tmp_path):
 
 @pytest.mark.slow
 def test_learning_curves_are_read_back_while_the_run_goes_on(tmp_path):
-    config = tmp_path / "live.yaml"
-    config.write_text(
-        "task: {name: synthetic}\n"
-        f"training: {{evaluator: '{FAULTS}:curve', epochs: 4}}\n"
-        "search: {population: 4, generations: 100}\n"
-    )
-    command = ["search", "--config", str(config), "--name", "live", "--runs-dir", str(tmp_path)]
-    proc = start_cli(*command, cwd=tmp_path, env_extra={"EVONAS_TEST_SLEEP": "0.2"})
+    proc = start_live_search(tmp_path, f"{{evaluator: '{FAULTS}:curve', epochs: 4}}")
     try:
         wait_until(lambda: journal_rows(tmp_path / "live") >= 1)
         run = load_run(tmp_path / "live")

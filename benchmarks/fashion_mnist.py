@@ -41,7 +41,7 @@ from evonas.builder import build, count_params  # noqa: E402
 from evonas.config import resolve  # noqa: E402
 from evonas.launch import run_search  # noqa: E402
 from evonas.tasks import TaskError, load_task  # noqa: E402
-from evonas.train import accuracy, train  # noqa: E402
+from evonas.train import Trainer, accuracy  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 CPU = torch.device("cpu")
@@ -93,8 +93,13 @@ def retrain(genome, epochs: int, data_dir: str | None, seed: int) -> dict[str, f
     model = build(genome, data.input_shape, data.num_classes)
     settings = {**RETRAIN, "epochs": epochs}
     started = time.monotonic()
-    stats = train(model, split_of(data, "train", CPU, settings), settings,
-                  float(genome.training["lr"]), seed)  # fmt: skip
+    trainer = Trainer(model, split_of(data, "train", CPU, settings), settings,
+                      float(genome.training["lr"]), seed)  # fmt: skip
+    for epoch in range(epochs):  # a line per epoch: a retrain takes an hour on 2 cores
+        loss = trainer.run_epoch()
+        print(f"retrain epoch {epoch + 1}/{epochs}: loss {loss:.4f}, "
+              f"{trainer.seconds / 60:.1f} min", flush=True)  # fmt: skip
+    stats = trainer.stats()
     return {
         "params": count_params(model),
         "retrain_minutes": (time.monotonic() - started) / 60,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Protocol
@@ -131,12 +132,34 @@ class LokyPool:
         pass  # loky cannot stop one task; restart() kills its worker
 
     def restart(self) -> None:
-        self.executor.shutdown(wait=True, kill_workers=True)
+        _kill(self.executor)
         self.executor = self._start()
 
     def close(self, kill: bool = False) -> None:
         if kill:
-            self.executor.shutdown(wait=False, kill_workers=True)
+            _kill(self.executor)
+
+
+def _kill(executor) -> None:
+    """Shut a loky executor down, killing its workers, without its manager thread's traceback.
+
+    loky (joblib 1.6) drops the queued work items when it kills its workers but not their ids,
+    so its manager thread can die on a KeyError for a job submitted just before (and print a
+    traceback after evonas's last line). The jobs are lost either way, as the kill intends, so
+    that one error is muted while the thread is joined; any other is printed as usual.
+    """
+    printed = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        manager = type(args.thread).__name__ == "_ExecutorManagerThread"
+        if not (manager and args.exc_type is KeyError):
+            printed(args)
+
+    threading.excepthook = hook
+    try:
+        executor.shutdown(wait=True, kill_workers=True)
+    finally:
+        threading.excepthook = printed
 
 
 # After a stop that kills the workers (a full disk, a second Ctrl-C), loky's resource tracker

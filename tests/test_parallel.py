@@ -108,6 +108,22 @@ def test_joblib_parallel_still_works_after_a_search_in_the_same_process():
     assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
 
 
+@slow
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_killing_the_local_pool_with_jobs_queued_prints_nothing_and_it_starts_again():
+    import time
+
+    from evonas.pools import LokyPool
+
+    pool = LokyPool(1)
+    queued = [pool.executor.submit(time.sleep, 60) for _ in range(12)]  # more than it can take
+    pool.restart()  # kills the sleeping worker and drops the queue
+    assert all(f.done() for f in queued)
+    assert pool.outcome(pool.submit(job(0, "slow"))).status == "ok"
+    pool.executor.submit(time.sleep, 60)
+    pool.close(kill=True)  # a traceback from loky's thread would fail this test
+
+
 class Ticket:
     """A future of the fake pool (hashable by identity, like real futures)."""
 

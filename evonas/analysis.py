@@ -17,7 +17,7 @@ import pandas as pd
 
 from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
-from evonas.objectives import Objective, best_row, objective_for, pareto_front
+from evonas.objectives import Objective, best_row, objective_for, pareto_front, successful
 from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING
 from evonas.reporters import number
 from evonas.store import (
@@ -89,7 +89,8 @@ class Run:
     @property
     def individuals(self) -> pd.DataFrame:
         """One row per evaluation: uid, generation, parents (list), operator, origin, status,
-        error, every metric, timings, cached_from, weights, and the genome as JSON."""
+        error, violation (how far past `search.constraints`: 0 within them, empty without any),
+        every metric, timings, cached_from, weights, and the genome as JSON."""
         people = self._read()[1]
         where = f"{self.path / 'history.sqlite'}: uid"
         people["parents"] = [json_cell(p, f"{where} {u} parents")
@@ -312,7 +313,8 @@ def compare(runs: Iterable[Run | str | Path], objective: str | None = None) -> p
         goal = objective_for(name, run.objectives).goal
         people = run.individuals.sort_values(["finished_at", "uid"], na_position="last")
         worst = -np.inf if goal == "max" else np.inf
-        values = people[name].where(people["status"] == "ok", worst) if name in people else worst
+        counted = people.index.isin(successful(people, [objective_for(name, run.objectives)]).index)
+        values = people[name].where(counted, worst) if name in people else worst
         values = pd.Series(values, index=people.index, dtype=float).fillna(worst)
         best = values.cummax() if goal == "max" else values.cummin()
         frames.append(
@@ -364,6 +366,7 @@ def run_status(run_dir: str | Path) -> str:
     total = search.get("generations", "?")
     done = int(generations["generation"].max()) if len(generations) else None
     failed = int(individuals["status"].isin(FAILURES).sum())
+    infeasible = int((individuals["status"] == "infeasible").sum()) if len(individuals) else 0
     resume = f"evonas resume {shlex.quote(str(run_dir))}"
     if is_locked(run_dir):
         pid = (run_dir / LOCK).read_text().strip()
@@ -377,7 +380,8 @@ def run_status(run_dir: str | Path) -> str:
     lines = [
         f"{run_dir}: {state}",
         f"generation {'-' if done is None else done}/{total}; {len(individuals)} evaluations, "
-        f"{failed} failed; {meta.get('elapsed_seconds', 0):.0f} s",
+        f"{failed} failed{f', {infeasible} infeasible' if infeasible else ''}; "
+        f"{meta.get('elapsed_seconds', 0):.0f} s",
     ]
     objectives = [Objective(o["name"], o["goal"]) for o in search.get("objectives", [])]
     chance = (meta.get("chance") or {}).get(objectives[0].name) if objectives else None

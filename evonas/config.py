@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from evonas.constraints import Constraint
 from evonas.genome import ACTIVATIONS as GENOME_ACTIVATIONS
 from evonas.graph import MAX_SIZE
 from evonas.objectives import Objective
@@ -285,6 +286,9 @@ class Search(Section):
     seed_fill: Literal["sample", "mutate"] = "sample"
     async_window: Count = Field(0, description="regularized: children in flight, no barrier")
     early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    constraints: list[Constraint] = Field(
+        default_factory=list, description="hard limits: [{metric: params, max: 50000}, ...]"
+    )
 
     @field_validator("objectives")
     @classmethod
@@ -599,8 +603,9 @@ _QUALIFIED = re.compile(r"^(task|space|training|search|parallel)\.[^:\s]+:")
 
 
 def _is_record_list(loc: list) -> bool:
-    """True for an index into a list of records (search.objectives[0]), not of values."""
-    return loc[:2] == ["search", "objectives"] and len(loc) >= 3
+    """True for an index into a list of records (search.objectives[0], search.constraints[0]),
+    not of values."""
+    return loc[:2] in (["search", "objectives"], ["search", "constraints"]) and len(loc) >= 3
 
 
 def _fields_at(loc: list) -> list[str]:

@@ -20,7 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evonas.records import FAILED, OK, OOM, STOPPED, TIMEOUT, Job, Result, check_metric_name
+from evonas.records import (
+    FAILED,
+    INFEASIBLE,
+    OK,
+    OOM,
+    STOPPED,
+    TIMEOUT,
+    Job,
+    Result,
+    check_metric_name,
+)
 
 if TYPE_CHECKING:
     from evonas.fidelity import CurveRecorder
@@ -41,8 +51,9 @@ class Evaluation:
 
     metrics: dict[str, float]
     curve: tuple[dict[str, float], ...] = ()
-    status: str = OK  # or STOPPED
+    status: str = OK  # or STOPPED, INFEASIBLE
     partial: bool = False
+    error: str | None = None  # why an infeasible candidate was not trained
 
 
 class EvaluationTimeout(TimeoutError):
@@ -73,7 +84,7 @@ def evaluate(job: Job) -> Result:
                 evaluation = _evaluate(job, recorder)
         else:
             evaluation = _evaluate(job, recorder)
-        status, metrics = evaluation.status, evaluation.metrics
+        status, metrics, error = evaluation.status, evaluation.metrics, evaluation.error
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise ValueError(f"metric {bad[0]!r} is {metrics[bad[0]]}")
@@ -218,6 +229,10 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     seed = int(job.seed)
     torch.manual_seed(seed)
     model = build(job.genome, data.input_shape, data.num_classes)
+    if job.limits:
+        rejected = _over_limits(model, data.input_shape, job.limits)
+        if rejected is not None:
+            return rejected
     metrics: dict[str, float] = {}
     checkpoint = load_state_dict(job.resume_from) if job.resume_from else None
     if checkpoint is not None:  # a candidate continued from a rung: its weights come from there
@@ -271,6 +286,21 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     if job.weights_path:
         save_state_dict(model, job.weights_path)
     return Evaluation(metrics, curve, STOPPED if stopped else OK, partial)
+
+
+def _over_limits(model: Any, input_shape: tuple[int, ...], limits: Any) -> Evaluation | None:
+    """The candidate rejected before training when its size breaks a pre-training constraint
+    (`evonas.constraints`): what was measured, and which limits it is over."""
+    from evonas.builder import count_flops, count_params, size_bytes
+    from evonas.constraints import Constraint, broken
+
+    metrics = {"params": float(count_params(model)),
+               "flops": float(count_flops(model, input_shape)),
+               "size_bytes": float(size_bytes(model))}  # fmt: skip
+    problem = broken(metrics, [Constraint(**limit) for limit in limits])
+    if problem is None:
+        return None
+    return Evaluation(metrics, status=INFEASIBLE, error=f"not trained: {problem}")
 
 
 def job_budget(job: Job) -> int:

@@ -35,7 +35,7 @@ from evonas.objectives import population_stats
 from evonas.operators import Variation, operator_weights
 from evonas.parallel import Dispatcher
 from evonas.pools import close_pools, make_pool
-from evonas.records import OK, GenerationRecord, Individual
+from evonas.records import FAILURES, GenerationRecord, Individual
 from evonas.reporters import GenerationSummary, Outcome, Reporters
 from evonas.seeds import Seed, generation_zero
 from evonas.spaces import Space
@@ -73,8 +73,7 @@ class Evolution:
         teacher = next(((s.genome, s.weights) for s in seeds if s.weights), None)
         self.weights = WeightPolicy(config, store.run_dir, space, teacher, objectives)
         where = placement(parallel)
-        self.ledger = Ledger(config, space, store, self.weights, objectives, where.device,
-                             where.lease)  # fmt: skip
+        self.ledger = Ledger(config, space, store, self.weights, where.device, where.lease)
         self.strategy = make_strategy(config.strategy, search, self.variation, self.ledger.seen)
         self.offspring = self.strategy.offspring
         self.termination = Termination.of(search, self.offspring)
@@ -204,8 +203,8 @@ class Evolution:
             self.store.check_replay(generation, uids, self.journaled_generations[generation])
             return
         self.failure = self.failure or failure
-        stats = self.statistics([i.metrics for i in population if i.status == OK])
-        failed = sum(ind.status != OK for ind in evaluated)
+        stats = self.statistics([i.metrics for i in population if i.counts])
+        failed = sum(ind.status in FAILURES for ind in evaluated)
         record = GenerationRecord(generation, uids, len(evaluated), failed, stats)
         meta = {"elapsed_seconds": self.elapsed(), "generation": generation}
         self.store.record_generation(record, meta)
@@ -227,10 +226,11 @@ class Evolution:
             self.collect()
         self.dispatcher.close()
         close_pools()  # a cluster this run started (local loky workers stay warm)
+        unmet = self.termination.unmet(self.ledger.by_uid.values())  # no feasible result
         if self.stop_signal is not None:
             state, reason = INTERRUPTED, signal.Signals(self.stop_signal).name
-        elif self.failure:
-            state, reason = FAILED, self.failure
+        elif self.failure or unmet:
+            state, reason = FAILED, self.failure or unmet
         elif self.limit:
             state, reason = STOPPED, self.limit
         else:

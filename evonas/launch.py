@@ -114,9 +114,9 @@ def _check_graph_search(config: Config, seeds: list[Seed]) -> None:
 
 
 def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
-    """Every objective must be a metric the evaluation produces: the built-in trainer's, the
-    table's columns (read once), or, for a user's evaluator, what its first success returns
-    (checked then; here only that it can be imported)."""
+    """Every objective and constrained metric must be one the evaluation produces: the built-in
+    trainer's, the table's columns (read once), or, for a user's evaluator, what its first
+    success returns (checked then; here only that it can be imported)."""
     from evonas.evaluate import BUILTIN_METRICS
     from evonas.objectives import missing_metric
     from evonas.plugins import load_callable
@@ -144,7 +144,8 @@ def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
         available = [m for m in BUILTIN_METRICS if (m != "test_accuracy" or info.has_test)
                      and (m != "inherited_share" or inherits)]  # fmt: skip
         source = "the built-in trainer"
-    problem = missing_metric(config.search.objectives, available, source)
+    constrained = [c.metric for c in config.search.constraints]
+    problem = missing_metric(config.search.objectives, available, source, constrained)
     if problem:
         raise ConfigError(problem)
 

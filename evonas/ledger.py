@@ -22,12 +22,14 @@ from dataclasses import replace
 from typing import Any
 
 from evonas.config import Config, ConfigError
+from evonas.constraints import pre_training_limits, violation
 from evonas.fidelity import MedianRule, median_reference
 from evonas.genome import Genome
 from evonas.halving import Action, Halving, Member
-from evonas.objectives import Objective, fitness_class, fitness_values, missing_metric
+from evonas.objectives import fitness_class, fitness_values, missing_metric
 from evonas.records import (
     FAILED,
+    MEASURED,
     OK,
     STOPPED,
     TRAINED,
@@ -51,12 +53,12 @@ class Ledger:
         space: Space,
         store: Store,
         weights: WeightPolicy,
-        objectives: list[Objective],
         device: str = "cpu",
         lease: dict[str, Any] | None = None,
     ) -> None:
         self.config, self.space, self.store, self.weights = config, space, store, weights
-        self.objectives = objectives
+        self.objectives = objectives = config.search.objectives
+        self.constraints = config.search.constraints
         self.fitness_cls = fitness_class(objectives)
         self.device, self.lease = device, lease
         self.journal = store.journaled_rows()  # results to replay instead of evaluating
@@ -75,6 +77,8 @@ class Ledger:
         self.training_key = hashlib.sha256(blob).hexdigest()[:16]
         self.evaluator = config.training.evaluator if config.evaluation == "evaluator" else None
         self.task = config.task.model_dump()
+        builtin = config.evaluation == "trainer"  # only the built-in trainer builds the model
+        self.limits = tuple(pre_training_limits(self.constraints)) if builtin else ()
         early = self.early = config.search.early_stop
         self.halving = (
             Halving(early.min_epochs, early.reduction_factor, objectives)
@@ -187,7 +191,8 @@ class Ledger:
             recorded += self._act(self.halving.finished(ind.uid))
         if self.evaluator and ind.status == OK and not self.checked_metrics:
             self.checked_metrics = True  # the first success tells what the evaluator returns
-            problem = missing_metric(self.objectives, ind.metrics, self.evaluator)
+            constrained = [c.metric for c in self.constraints]
+            problem = missing_metric(self.objectives, ind.metrics, self.evaluator, constrained)
             if problem:
                 raise ConfigError(f"{problem} (the run stopped at its first success)")
         return recorded
@@ -243,8 +248,11 @@ class Ledger:
 
     def _apply(self, ind: Individual, status: str, error: str | None, metrics: dict) -> None:
         ind.status, ind.error, ind.metrics = status, error, metrics
+        if self.constraints and status in MEASURED:
+            ind.violation = violation(metrics, self.constraints)
         usable = status in TRAINED  # a stopped candidate competes with what it reached
-        ind.fitness = self.fitness_cls(fitness_values(metrics, usable, self.objectives))
+        values = fitness_values(metrics, usable, self.objectives, ind.violation or 0.0)
+        ind.fitness = self.fitness_cls(values)
         self.cache.setdefault(self.keys[ind.uid], ind.uid)
         self.seen_keys.add(ind.genome.arch_key())
 
@@ -280,6 +288,7 @@ class Ledger:
             resume_from=str(resume) if resume else None,
             checkpoint=str(checkpoint) if checkpoint else None,
             stop_rule=self._median_rule(ind, joined),
+            limits=self.limits,
         )
 
     def _median_rule(self, ind: Individual, joined: list[Individual]) -> dict[str, Any] | None:

@@ -16,6 +16,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator
 
 WORST = 1e30
+# An infeasible candidate's fitness (evonas.constraints): past any value a feasible one has, short
+# of a failure's, and worse the more it breaks its constraints.
+INFEASIBLE = 1e20
 # Metrics whose smaller values are better when they are not among a run's objectives.
 SMALLER_IS_BETTER = {"params", "flops", "size_bytes", "latency_ms", "train_loss", "train_seconds"}
 
@@ -66,19 +69,25 @@ def objective_for(name: str, objectives: Sequence[Objective]) -> Objective:
 
 
 def missing_metric(
-    objectives: Sequence[Objective], available: Iterable[str], source: str
+    objectives: Sequence[Objective],
+    available: Iterable[str],
+    source: str,
+    constrained: Sequence[str] = (),
 ) -> str | None:
-    """The error for the first objective that `source` does not produce, naming the metrics it
-    does and the closest one; None when every objective is there."""
+    """The error for the first objective (or metric of `search.constraints`, named in order in
+    `constrained`) that `source` does not produce, naming the metrics it does and the closest
+    one; None when every one is there."""
     import difflib
 
     available = sorted(available)
-    for index, objective in enumerate(objectives):
-        if objective.name not in available:
-            close = difflib.get_close_matches(objective.name, available, n=1)
+    settings = [(f"search.objectives[{i}].name", o.name) for i, o in enumerate(objectives)]
+    settings += [(f"search.constraints[{i}].metric", name) for i, name in enumerate(constrained)]
+    for setting, name in settings:
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             return (
-                f"search.objectives[{index}].name: {objective.name!r} is not a metric {source} "
+                f"{setting}: {name!r} is not a metric {source} "
                 f"produces (it produces: {', '.join(available) or 'none'}){hint}"
             )
     return None
@@ -95,9 +104,15 @@ def fitness_class(objectives: Sequence[Objective]) -> type:
 
 
 def fitness_values(
-    metrics: dict[str, float], ok: bool, objectives: Sequence[Objective]
+    metrics: dict[str, float], ok: bool, objectives: Sequence[Objective], violation: float = 0.0
 ) -> tuple[float, ...]:
-    """Objective values of one evaluation; failures and missing metrics get the worst value."""
+    """Objective values of one evaluation; failures and missing metrics get the worst value.
+
+    A candidate that breaks constraints by `violation` > 0 gets, on every objective, a value
+    worse than any feasible one's and better than a failure's, growing with the violation: so
+    DEAP's domination is Deb's constrained domination (feasible first, then less violation)."""
+    if violation > 0:
+        return tuple(-o.sign * INFEASIBLE * (1.0 + violation) for o in objectives)
     values = []
     for objective in objectives:
         value = metrics.get(objective.name) if ok else None
@@ -159,11 +174,15 @@ def _front_of_two(signed: np.ndarray) -> np.ndarray:
 
 
 def successful(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
-    """Rows with status ok and a value for every objective (empty when a metric never appeared)."""
+    """Rows with status ok, within the run's constraints (`violation` 0 or none) and with a value
+    for every objective (empty when a metric never appeared)."""
     names = [o.name for o in objectives]
     if not set(names) <= set(individuals.columns):
         return individuals.iloc[0:0]
-    return individuals[individuals["status"] == "ok"].dropna(subset=names)
+    ok = individuals["status"] == "ok"
+    if "violation" in individuals.columns:
+        ok &= ~(individuals["violation"] > 0)
+    return individuals[ok].dropna(subset=names)
 
 
 def pareto_front(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
@@ -232,9 +251,9 @@ def best_row(
 
 
 def best_individual(individuals: Iterable, objective: Objective):
-    """The successful individual (an `evonas.records.Individual`) with the best value of
+    """The successful feasible individual (an `evonas.records.Individual`) with the best value of
     `objective`, the lowest uid among ties; None when none has it."""
-    scored = [ind for ind in individuals if ind.status == "ok" and objective.name in ind.metrics]
+    scored = [ind for ind in individuals if ind.counts and objective.name in ind.metrics]
     if not scored:
         return None
     return max(scored, key=lambda ind: (objective.sign * ind.metrics[objective.name], -ind.uid))

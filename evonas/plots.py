@@ -76,28 +76,40 @@ def plot_progress(data: pd.DataFrame, objectives: Objectives) -> Figure:
 
 
 def pareto_data(individuals: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
-    """Successful individuals with their objective values and an `on_front` flag."""
+    """Fully trained individuals with their objective values, a `feasible` flag (within the
+    run's constraints) and an `on_front` flag (the front of the feasible ones)."""
     names = [o.name for o in objectives]
-    ok = successful(individuals, objectives)
-    if ok.empty:  # no evaluation has produced them yet
-        return pd.DataFrame(columns=["uid", "generation", *names, "on_front"])
-    data = ok[["uid", "generation", *names]].copy()
-    data["on_front"] = pareto_mask(data[names].to_numpy(float), objectives)
-    return data.reset_index(drop=True)
+    columns = ["uid", "generation", *names, "feasible", "on_front"]
+    if not set(names) <= set(individuals.columns):  # no evaluation has produced them yet
+        return pd.DataFrame(columns=columns)
+    trained = individuals[individuals["status"] == "ok"].dropna(subset=names)
+    data = trained[["uid", "generation", *names]].copy()
+    data["feasible"] = data.index.isin(successful(individuals, objectives).index)
+    data["on_front"] = False
+    feasible = data[data["feasible"]]
+    if not feasible.empty:
+        front = pareto_mask(feasible[names].to_numpy(float), objectives)
+        data.loc[feasible.index[front], "on_front"] = True
+    return data.reset_index(drop=True)[columns]
 
 
 def plot_pareto(data: pd.DataFrame, objectives: Objectives) -> Figure:
     """Objective 1 against objective 2 (or against uid with one objective), coloured by
-    generation, with the current front drawn."""
+    generation, with the current front drawn; models that break the run's constraints are grey
+    crosses."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     y_name = objectives[0].name
     x_name = objectives[1].name if len(objectives) > 1 else "uid"
+    infeasible, data = data[~data["feasible"].astype(bool)], data[data["feasible"].astype(bool)]
+    if not infeasible.empty:
+        ax.scatter(infeasible[x_name], infeasible[y_name], marker="x", color="0.6", s=18,
+                   label="infeasible (search.constraints)")  # fmt: skip
     if data.empty:
         ax.text(0.5, 0.5, "no successful evaluations yet", ha="center", transform=ax.transAxes)
     else:
         points = ax.scatter(data[x_name], data[y_name], c=data["generation"], cmap="viridis", s=18)
         _generation_colourbar(fig, points, ax)
-        front = data[data["on_front"]].sort_values(x_name)
+        front = data[data["on_front"].astype(bool)].sort_values(x_name)
         ax.step(front[x_name], front[y_name], where="post", color="crimson", label="front")
         ax.scatter(front[x_name], front[y_name], facecolors="none", edgecolors="crimson", s=40)
         ax.legend()
@@ -185,15 +197,19 @@ def tradeoff_data(individuals: pd.DataFrame, objectives: Objectives) -> pd.DataF
 
 
 def plot_tradeoff(data: pd.DataFrame, objectives: Objectives) -> Figure:
-    """Every pair of objectives against each other, coloured by generation, front circled."""
+    """Every pair of objectives against each other, coloured by generation, front circled,
+    infeasible models as grey crosses."""
     names = [o.name for o in objectives]
     if len(names) < 2:
         return plot_pareto(data, objectives)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.8), squeeze=False)
+    feasible = data["feasible"].astype(bool)
     for ax, (y_name, x_name) in zip(axes[0], pairs):
-        ax.scatter(data[x_name], data[y_name], c=data["generation"], cmap="viridis", s=14)
-        front = data[data["on_front"]]
+        ax.scatter(data[x_name][~feasible], data[y_name][~feasible], marker="x", color="0.6", s=14)
+        ax.scatter(data[x_name][feasible], data[y_name][feasible], c=data["generation"][feasible],
+                   cmap="viridis", s=14)  # fmt: skip
+        front = data[data["on_front"].astype(bool)]
         ax.scatter(front[x_name], front[y_name], facecolors="none", edgecolors="crimson", s=40)
         if x_name in LOG_SCALE:
             ax.set_xscale("log")
@@ -322,7 +338,7 @@ def failure_data(individuals: pd.DataFrame) -> pd.DataFrame:
 def plot_failures(data: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     bottom = np.zeros(len(data))
-    colours = {"ok": "tab:green", "stopped": "tab:olive", "failed": "tab:red",
+    colours = {"ok": "tab:green", "stopped": "tab:olive", "infeasible": "0.6", "failed": "tab:red",
                "timeout": "tab:orange", "crashed": "black", "oom": "tab:purple"}  # fmt: skip
     for status in [c for c in data.columns if c != "generation"]:
         ax.bar(data["generation"], data[status], bottom=bottom, label=status,

@@ -18,10 +18,13 @@ from evonas.genome import Genome
 
 OK, FAILED, TIMEOUT, CRASHED, OOM = "ok", "failed", "timeout", "crashed", "oom"
 STOPPED = "stopped"  # trained part of its budget, then stopped early (search.early_stop)
-STATUSES = (OK, STOPPED, FAILED, TIMEOUT, CRASHED, OOM)
+INFEASIBLE = "infeasible"  # over a pre-training limit (search.constraints): never trained
+STATUSES = (OK, STOPPED, INFEASIBLE, FAILED, TIMEOUT, CRASHED, OOM)
 # Statuses with metrics a strategy may select on: a stopped candidate keeps those of the epoch it
-# reached. Every other status but PENDING is a failure.
+# reached. An infeasible candidate has the metrics known before training, which break a limit.
+# Every other status but PENDING is a failure.
 TRAINED = (OK, STOPPED)
+MEASURED = (*TRAINED, INFEASIBLE)  # statuses whose metrics the constraints are checked on
 FAILURES = (FAILED, TIMEOUT, CRASHED, OOM)
 PENDING = "pending"
 
@@ -37,6 +40,7 @@ COLUMNS: dict[str, str] = {
     "origin": "TEXT",
     "status": "TEXT NOT NULL",
     "error": "TEXT",
+    "violation": "REAL",
     "seed": "INTEGER NOT NULL",
     "cached_from": "INTEGER",
     "inherited_from": "TEXT",
@@ -98,10 +102,16 @@ class Individual:
     inherit: dict[str, Any] | None = None  # the inheritance plan (evonas.weights.plan)
     teacher: dict[str, Any] | None = None  # the model it is distilled from
     traceback: str | None = None  # where its evaluation failed (for log.txt, not the journal)
+    violation: float | None = None  # how far past search.constraints (0: within; None: none)
 
     @property
     def resolved(self) -> bool:
         return self.status != PENDING
+
+    @property
+    def counts(self) -> bool:
+        """Fully trained and within the run's constraints: what "best" and statistics count."""
+        return self.status == OK and not self.violation
 
     @property
     def finetuned(self) -> bool:
@@ -143,6 +153,7 @@ class Job:
     resume_from: str | None = None
     checkpoint: str | None = None
     stop_rule: dict[str, Any] | None = None
+    limits: tuple[dict[str, Any], ...] = ()  # constraints checked before training (constraints)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _JOB_FIELDS}
@@ -218,6 +229,7 @@ class Row:
             "origin": ind.origin,
             "status": ind.status,
             "error": ind.error,
+            "violation": ind.violation,
             "seed": evaluation_seed(run_seed, ind.uid),
             "cached_from": cached_from,
             "inherited_from": json.dumps([p["uid"] for p in ind.inherit["parents"]])

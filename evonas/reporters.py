@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from evonas.objectives import Objective, best_individual
-from evonas.records import OK, Individual
+from evonas.records import FAILURES, INFEASIBLE, Individual
 
 LOG_SECONDS = 1.0
 PLOT_SECONDS = 5.0
@@ -139,7 +139,7 @@ class ProgressReporter(Reporter):
             return
         self.done += 1
         self.evaluated_here += source == "worker"
-        self.failed += individual.status != OK
+        self.failed += individual.status in FAILURES
         self.best = best_individual([i for i in (self.best, individual) if i], self.quality)
         self.draw()
 
@@ -204,7 +204,7 @@ class LogReporter(Reporter):
             self.write(f"replaying {replayed} journaled evaluations")
 
     def evaluated(self, individual: Individual, source: str) -> None:
-        if individual.status != OK and source == "worker":
+        if individual.status in (*FAILURES, INFEASIBLE) and source == "worker":
             self.write(f"  uid {individual.uid} {individual.status}: {individual.error}")
             if individual.traceback and self.file is not None:  # for whoever debugs it
                 self.file.write(individual.traceback.rstrip() + "\n")

@@ -4,13 +4,15 @@ anything any more (the loop's `has_next` asks; like pymoo's termination objects)
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from evonas.records import OK, Individual
+from evonas.records import FAILURES, Individual
 
 if TYPE_CHECKING:
     from evonas.config import Search
+    from evonas.constraints import Constraint
 
 
 @dataclass
@@ -20,12 +22,14 @@ class Termination:
     max_time: float = 0.0
     # A run whose last `failure_window` evaluations all failed means nothing: it stops as failed.
     failure_window: int = 1
+    constraints: tuple[Constraint, ...] = ()
     recent: deque = field(default_factory=deque)
 
     @classmethod
     def of(cls, search: Search, offspring: int) -> Termination:
         window = max(offspring, search.population)
-        return cls(search.generations, search.max_evaluations, search.max_time, window)
+        constraints = tuple(search.constraints)
+        return cls(search.generations, search.max_evaluations, search.max_time, window, constraints)
 
     def limit(self, evaluations: int, step: int, elapsed: float) -> str | None:
         """The run limit that forbids the next generation (checked where it starts):
@@ -40,8 +44,9 @@ class Termination:
     def failure(self, evaluated: list[Individual]) -> str | None:
         """Why the run has failed, given a generation's evaluations: the last `failure_window`
         evaluations (a generation, or a population's worth of one-child generations) all failed.
-        The reason names the most frequent error."""
-        if any(ind.status == OK for ind in evaluated):
+        The reason names the most frequent error. Candidates stopped early or over a constraint
+        are not failures: they were measured, and rank below the others."""
+        if any(ind.status not in FAILURES for ind in evaluated):
             self.recent.clear()  # the failures that count are those since the last success
             return None
         self.recent.extend(evaluated)
@@ -55,3 +60,12 @@ class Termination:
             f"every one of the last {len(self.recent)} evaluations failed; most frequent "
             f"error ({count}x): {error}"
         )
+
+    def unmet(self, individuals: Iterable[Individual]) -> str | None:
+        """Why a run that ended has no result: no fully trained candidate met its constraints
+        (None when one did, or when it has none)."""
+        if not self.constraints or any(ind.counts for ind in individuals):
+            return None
+        wanted = "; ".join(c.describe() for c in self.constraints)
+        return (f"no fully trained candidate met search.constraints ({wanted}): loosen them, or "
+                "search a space whose models can meet them")  # fmt: skip

@@ -22,12 +22,12 @@ demo: install
 	$(BIN)/evonas search --preset demo --name demo
 
 lint: install
-	$(BIN)/ruff check evonas tests benchmarks
-	$(BIN)/ruff format --check evonas tests benchmarks
+	$(BIN)/ruff check evonas tests benchmarks examples
+	$(BIN)/ruff format --check evonas tests benchmarks examples
 
 format: install
-	$(BIN)/ruff format evonas tests benchmarks
-	$(BIN)/ruff check --fix evonas tests benchmarks
+	$(BIN)/ruff format evonas tests benchmarks examples
+	$(BIN)/ruff check --fix evonas tests benchmarks examples
 
 # pytest exits 5 when nothing was collected; that is not a failure here.
 test: install lint

@@ -53,6 +53,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 SPACE_KINDS: tuple[str, ...] = get_args(SpaceKind)
 SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
+REPORTERS: tuple[str, ...] = ()  # built-in reporters a config may name beside plugins
 EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")  # `evonas export --format`
 # Variation operators by the kind of space they work on; evonas.operators binds each name to its
 # function (and refuses to register a name that is not listed here).
@@ -71,6 +72,29 @@ RESUMABLE = (
     "search.generations", "search.max_time", "search.max_evaluations", "parallel.n_jobs",
     "parallel.backend", "parallel.address", "parallel.devices", "parallel.evaluations_per_gpu",
 )  # fmt: skip
+
+
+def is_plugin(name: str) -> bool:
+    """A reference to user code (`pkg.module:name` or `path/file.py:name`, loaded by
+    `evonas.plugins`) rather than a built-in name."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module.strip() and attr.isidentifier())
+
+
+def _builtin_or_plugin(builtin: tuple[str, ...]) -> Any:
+    """A validator: one of `builtin`, or a plugin reference."""
+
+    def check(name: Any) -> Any:
+        if isinstance(name, str) and (name in builtin or is_plugin(name)):
+            return name
+        close = difflib.get_close_matches(str(name), builtin, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        names = f"one of [{', '.join(builtin)}] or " if builtin else ""
+        raise ValueError(
+            f"expected {names}a plugin (pkg.module:name or path/file.py:name), got {name!r}{hint}"
+        )
+
+    return check
 
 
 def _fraction(value: float) -> float:
@@ -132,9 +156,10 @@ class Task(Section):
 
 
 class Space(Section):
-    kind: SpaceKind = Field(
+    kind: Annotated[str, AfterValidator(_builtin_or_plugin(SPACE_KINDS))] = Field(
         "sequential",
-        description="sequential (macro space) | nb201 (cell) | graph (around seed graphs)",
+        description="sequential (macro space) | nb201 (cell) | graph (around seed graphs) | a "
+        "plugin: pkg.module:factory, called with (config, task info), returning a Space",
     )
     min_layers: Count = 1
     max_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] = 6
@@ -266,8 +291,11 @@ class EarlyStop(Section):
 
 
 class Search(Section):
-    strategy: StrategyName = Field("auto", description="auto: nsga2 for several objectives, "
-                                   "else local")  # fmt: skip
+    strategy: Annotated[str, AfterValidator(_builtin_or_plugin(STRATEGIES))] = Field(
+        "auto",
+        description="auto: nsga2 for several objectives, else local; or a plugin: "
+        "pkg.module:factory, called with (search, variation, seen), returning a Strategy",
+    )
     population: int = Field(12, ge=2, le=MAX_POPULATION)
     offspring: Count = Field(0, description="children per generation; 0 = the strategy's default")
     generations: Count = Field(5, description="generations after generation 0")
@@ -324,6 +352,9 @@ class Config(Section):
     training: Training = Field(default_factory=Training)
     search: Search = Field(default_factory=Search)
     parallel: Parallel = Field(default_factory=Parallel)
+    reporters: list[Annotated[str, AfterValidator(_builtin_or_plugin(REPORTERS))]] = Field(
+        default_factory=list, description="further reporters: plugins (pkg.module:factory, "
+        "called with (run directory, config), returning a Reporter)")  # fmt: skip
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -400,9 +431,9 @@ def _check_early_stop(early: EarlyStop, config: Config) -> None:
 def _check_operators(weights: dict[str, Any], space_kind: str) -> None:
     if not weights:
         return  # the space's default operators
-    known = sorted(OPERATOR_NAMES[space_kind])
+    known = sorted(OPERATOR_NAMES.get(space_kind, ()))  # a plugin space's are checked on loading
     for name, weight in weights.items():
-        if name not in known:
+        if name not in known and not is_plugin(name) and not is_plugin(space_kind):
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(

@@ -29,6 +29,7 @@ from evonas.config import RESUMABLE, Config, ConfigError, resolve, validate
 from evonas.evolve import FINISHED, Evolution
 from evonas.objectives import pareto_front
 from evonas.plots import write_generation_plots
+from evonas.plugins import PluginError, load_callable
 from evonas.reporters import LogReporter, PlotReporter, ProgressReporter, Reporter, Reporters
 from evonas.seeds import Seed
 from evonas.spaces import Space, make_space
@@ -67,6 +68,7 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
 
     space, info = make_space(config)  # the task's data: a missing dataset or module is an error
     check_metrics(config, space, info)
+    check_plugins(config, space)
     if info is not None and config.evaluation == "trainer":
         check_training(config, info)
     chosen = seed_files.collect(config.search)
@@ -113,13 +115,25 @@ def _check_graph_search(config: Config, seeds: list[Seed]) -> None:
                           "none; use regularized, local, tournament or nsga2")  # fmt: skip
 
 
+def check_plugins(config: Config, space: Space) -> None:
+    """Every plugin the config names can be loaded, and operators fit the space (a strategy
+    and reporters are made when the run starts: their factories need it)."""
+    from evonas.config import is_plugin
+    from evonas.operators import bind_operators
+
+    bind_operators(config.search.operators, space)
+    if is_plugin(config.search.strategy):
+        load_callable(config.search.strategy, what="search.strategy")
+    for index, ref in enumerate(config.reporters):
+        load_callable(ref, what=f"reporters[{index}]")
+
+
 def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
     """Every objective and constrained metric must be one the evaluation produces: the built-in
     trainer's, the table's columns (read once), or, for a user's evaluator, what its first
     success returns (checked then; here only that it can be imported)."""
     from evonas.evaluate import BUILTIN_METRICS
     from evonas.objectives import missing_metric
-    from evonas.plugins import load_callable
     from evonas.tasks import TaskError, table_columns, table_metrics, table_options
 
     if config.evaluation == "evaluator":
@@ -271,7 +285,21 @@ def _reporters(
         )  # fmt: skip
 
     reporters: list[Reporter] = [bar, LogReporter(log, store.run_dir / "log.txt", bar)]
-    return Reporters([*reporters, PlotReporter(draw, search.plot_every)])
+    reporters.append(PlotReporter(draw, search.plot_every))
+    return Reporters([*reporters, *plugin_reporters(config, store.run_dir)])
+
+
+def plugin_reporters(config: Config, run_dir: Path) -> list[Reporter]:
+    """The reporters a config names (`reporters:`): `factory(run_dir, config)` returns an
+    `evonas.reporters.Reporter` (a subclass overrides the hooks it needs)."""
+    made = []
+    for index, ref in enumerate(config.reporters):
+        reporter = load_callable(ref, what=f"reporters[{index}]")(Path(run_dir), config)
+        if not isinstance(reporter, Reporter):
+            raise PluginError(f"reporters[{index}]: {ref} made a {type(reporter).__name__}, "
+                              "not an evonas.reporters.Reporter")  # fmt: skip
+        made.append(reporter)
+    return made
 
 
 def _fixed_part(config: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from evonas import graph_operators
 from evonas.config import OPERATOR_NAMES
@@ -63,6 +64,50 @@ def register(
         return fn
 
     return decorate
+
+
+def plugin_operator(ref: str, space: Space) -> Operator:
+    """A user's operator named `pkg.module:function` (or `path/file.py:function`), bound for
+    `space`: a mutation `fn(genome, space, rng) -> Genome` or a crossover `fn(a, b, space, rng)`.
+    Its child is repaired by the space; an infeasible one counts as no change (the parent's
+    genome), so `Variation` tries again."""
+    import inspect
+
+    from evonas.plugins import PluginError, load_callable
+
+    what = f"search.operators.{ref}"
+    fn = load_callable(ref, what=what)
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = inspect.signature(fn).parameters.values()
+    required = [p for p in parameters if p.default is p.empty and p.kind in positional]
+    arity = len(required) - 2
+    if arity not in (1, 2):
+        raise PluginError(f"{what}: an operator takes (genome, space, rng) or (a, b, space, rng); "
+                          f"{fn.__name__} takes {len(required)} arguments")  # fmt: skip
+
+    def apply(*args: Any) -> Genome:
+        genomes, space, rng = args[:-2], args[-2], args[-1]
+        child = fn(*genomes, space, rng)
+        if not isinstance(child, Genome):
+            raise PluginError(f"{what}: returned {type(child).__name__}, expected a Genome")
+        child = space.repair(child)
+        return genomes[0] if space.infeasible(child) else child
+
+    return Operator(ref, apply, arity, space.kind)
+
+
+def bind_operators(weights: Mapping[str, float], space: Space) -> None:
+    """Register the plugins among the operators of `weights` for `space`, and check that every
+    other name is an operator of its kind (a plugin space's kind is known only now)."""
+    from evonas.config import ConfigError, is_plugin
+
+    for name in weights:
+        if is_plugin(name):
+            OPERATORS[space.kind, name] = plugin_operator(name, space)
+        elif (space.kind, name) not in OPERATORS:
+            known = sorted(n for kind, n in OPERATORS if kind == space.kind)
+            raise ConfigError(f"search.operators.{name}: unknown operator for a {space.kind} "
+                              f"space; expected one of {known} or a plugin")  # fmt: skip
 
 
 def _flat_before(genome: Genome, position: int, space: SequentialSpace) -> bool:
@@ -285,6 +330,7 @@ class Variation:
     All randomness comes from `rng` (the run's)."""
 
     def __init__(self, space: Space, weights: Mapping[str, float], rng: random.Random) -> None:
+        bind_operators(weights, space)
         self.space, self.weights, self.rng = space, dict(weights), rng
 
     def vary(self, select: Callable[[int], list[Individual]], mutation_only: bool = False) -> Child:

@@ -27,8 +27,8 @@ def load_callable(ref: str, what: str) -> Callable[..., Any]:
             module = _import_file(Path(module_name))
         else:
             module = importlib.import_module(module_name)
-    except PluginError:
-        raise
+    except PluginError as exc:
+        raise PluginError(f"{what}: {exc}") from None
     except Exception as exc:  # any import-time failure of user code
         raise PluginError(f"{what}: cannot import {module_name!r} ({exc})") from None
     fn = getattr(module, attr, None)

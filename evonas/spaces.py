@@ -28,9 +28,9 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from evonas.config import LAYER_OPS, ConfigError
+from evonas.config import LAYER_OPS, SPACE_KINDS, ConfigError
 from evonas.genome import SPATIAL_OPS, Gene, Genome
 from evonas.graph import graph_depth, graph_params, graph_shapes, output_problem
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from evonas.tasks import TaskInfo
 
 
+@runtime_checkable
 class Space(Protocol):
     kind: str
     inherits_weights: bool
@@ -535,15 +536,34 @@ def make_space(config: Config) -> tuple[Space, TaskInfo | None]:
     if task_name == "table":
         raise ConfigError("task.name: the table task looks up cells; use space.kind: nb201")
     info = task_info(config.task.model_dump())
+    if kind not in SPACE_KINDS:
+        return _plugin_space(kind, config, info), info
     if kind == "graph":
         s = config.space
         return GraphSpace(info.input_shape, info.num_classes, s.lr_min, s.lr_max,
                           s.prune_fraction, tuple(s.kernels), tuple(s.activations), s.max_depth,
                           s.max_width, s.max_params), info  # fmt: skip
+    return sequential_space(config, info), info
+
+
+def sequential_space(config: Config, info: TaskInfo) -> SequentialSpace:
+    """The sequential space of `config.space`'s choices for a task (a plugin space may build on
+    it)."""
     graph_only = {"max_depth", "max_width", "max_params"}
     settings = config.space.model_dump(exclude={"kind", *graph_only})
-    space = SequentialSpace(
+    return SequentialSpace(
         info.input_shape, info.num_classes,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()},
     )  # fmt: skip
-    return space, info
+
+
+def _plugin_space(ref: str, config: Config, info: TaskInfo) -> Space:
+    """A user's space: `factory(config, task info)` returns an object of the `Space` protocol,
+    whose genomes the built-in trainer can build (chains or graphs)."""
+    from evonas.plugins import PluginError, load_callable
+
+    space = load_callable(ref, what="space.kind")(config, info)
+    if not isinstance(space, Space):
+        raise PluginError(f"space.kind: {ref} made a {type(space).__name__}, not a Space (the "
+                          "protocol in evonas.spaces)")  # fmt: skip
+    return space

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from deap import tools
 
@@ -28,6 +28,7 @@ from evonas.operators import Variation
 from evonas.records import Child, Individual
 
 
+@runtime_checkable
 class Strategy(Protocol):
     name: str
     offspring: int  # children per generation
@@ -304,5 +305,15 @@ STRATEGIES: dict[str, Callable[..., BaseStrategy]] = {
 def make_strategy(
     name: str, search: Search, variation: Variation, seen: Callable[[Genome], bool]
 ) -> Strategy:
-    """The strategy registered under `name` (config.STRATEGIES, `auto` resolved)."""
-    return STRATEGIES[name](search, variation, seen)
+    """The strategy registered under `name` (config.STRATEGIES, `auto` resolved), or a user's
+    (`pkg.module:factory` or `path/file.py:factory`): `factory(search, variation, seen)` returns
+    an object of the `Strategy` protocol (subclassing `BaseStrategy` gives it the basics)."""
+    if name in STRATEGIES:
+        return STRATEGIES[name](search, variation, seen)
+    from evonas.plugins import PluginError, load_callable
+
+    strategy = load_callable(name, what="search.strategy")(search, variation, seen)
+    if not isinstance(strategy, Strategy):
+        raise PluginError(f"search.strategy: {name} made a {type(strategy).__name__}, not a "
+                          "Strategy (the protocol in evonas.strategies)")  # fmt: skip
+    return strategy

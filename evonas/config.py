@@ -53,7 +53,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 SPACE_KINDS: tuple[str, ...] = get_args(SpaceKind)
 SINGLE_OBJECTIVE = ("tournament", "regularized", "local")
-REPORTERS: tuple[str, ...] = ()  # built-in reporters a config may name beside plugins
+REPORTERS = ("tensorboard", "mlflow")  # built-in reporters (evonas.trackers) beside plugins
 EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")  # `evonas export --format`
 # Variation operators by the kind of space they work on; evonas.operators binds each name to its
 # function (and refuses to register a name that is not listed here).
@@ -353,8 +353,10 @@ class Config(Section):
     search: Search = Field(default_factory=Search)
     parallel: Parallel = Field(default_factory=Parallel)
     reporters: list[Annotated[str, AfterValidator(_builtin_or_plugin(REPORTERS))]] = Field(
-        default_factory=list, description="further reporters: plugins (pkg.module:factory, "
-        "called with (run directory, config), returning a Reporter)")  # fmt: skip
+        default_factory=list,
+        description="further reporters: tensorboard, mlflow, or plugins (pkg.module:factory, "
+        "called with (run directory, config), returning a Reporter)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

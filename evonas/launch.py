@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from evonas import seeds as seed_files
-from evonas.config import RESUMABLE, Config, ConfigError, resolve, validate
+from evonas.config import REPORTERS, RESUMABLE, Config, ConfigError, resolve, validate
 from evonas.evolve import FINISHED, Evolution
 from evonas.objectives import pareto_front
 from evonas.plots import write_generation_plots
@@ -120,12 +120,16 @@ def check_plugins(config: Config, space: Space) -> None:
     and reporters are made when the run starts: their factories need it)."""
     from evonas.config import is_plugin
     from evonas.operators import bind_operators
+    from evonas.trackers import check_tracker
 
     bind_operators(config.search.operators, space)
     if is_plugin(config.search.strategy):
         load_callable(config.search.strategy, what="search.strategy")
     for index, ref in enumerate(config.reporters):
-        load_callable(ref, what=f"reporters[{index}]")
+        if ref in REPORTERS:
+            check_tracker(ref, f"reporters[{index}]")
+        else:
+            load_callable(ref, what=f"reporters[{index}]")
 
 
 def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
@@ -284,16 +288,27 @@ def _reporters(
             title=store.run_dir.name,
         )  # fmt: skip
 
-    reporters: list[Reporter] = [bar, LogReporter(log, store.run_dir / "log.txt", bar)]
-    reporters.append(PlotReporter(draw, search.plot_every))
-    return Reporters([*reporters, *plugin_reporters(config, store.run_dir)])
+    logger = LogReporter(log, store.run_dir / "log.txt", bar)
+    reporters: list[Reporter] = [bar, logger, PlotReporter(draw, search.plot_every)]
+    return Reporters([*reporters, *named_reporters(config, store.run_dir, logger.write)])
 
 
-def plugin_reporters(config: Config, run_dir: Path) -> list[Reporter]:
-    """The reporters a config names (`reporters:`): `factory(run_dir, config)` returns an
-    `evonas.reporters.Reporter` (a subclass overrides the hooks it needs)."""
-    made = []
+def named_reporters(config: Config, run_dir: Path, say: Echo) -> list[Reporter]:
+    """The reporters a config names (`reporters:`): the built-in trackers (`evonas.trackers`;
+    `say` is where they report their own failure), or plugins, whose `factory(run_dir, config)`
+    returns an `evonas.reporters.Reporter` (a subclass overrides the hooks it needs)."""
+    from evonas.trackers import make_tracker
+
+    made: list[Reporter] = []
     for index, ref in enumerate(config.reporters):
+        if ref in REPORTERS:
+            try:
+                tracker = make_tracker(ref, Path(run_dir), config)
+            except Exception as exc:  # e.g. a tracking server that went away since the check
+                raise ConfigError(f"reporters[{index}]: {ref} cannot start ({exc})") from None
+            tracker.say = say
+            made.append(tracker)
+            continue
         reporter = load_callable(ref, what=f"reporters[{index}]")(Path(run_dir), config)
         if not isinstance(reporter, Reporter):
             raise PluginError(f"reporters[{index}]: {ref} made a {type(reporter).__name__}, "

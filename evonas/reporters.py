@@ -11,7 +11,7 @@ optional (`Reporter` does nothing). Built in:
 - `PlotReporter`: the per-generation figures, redrawn at most once per `PLOT_SECONDS` and at
   the end, so plotting never dominates a fast search.
 
-Experiment trackers plug in here as further reporters.
+Experiment trackers (`evonas.trackers`) and plugins are further reporters, named in `reporters:`.
 """
 
 from __future__ import annotations

@@ -102,7 +102,9 @@ def write(path, text):
     ("space:\n  kind: bad.py:not_a_space\n",
      "space.kind: bad.py:not_a_space made a dict, not a Space"),
     ("reporters: [bad.py:nothing_here]\n", "reporters[0]: 'bad.py' has no function"),
-    ("reporters: [mlfow]\n", "reporters: expected a plugin (pkg.module:name or path/file.py:name)"),
+    ("reporters: [mlfow]\n", "reporters: expected one of [tensorboard, mlflow] or a plugin "
+                              "(pkg.module:name or path/file.py:name), got 'mlfow'; did you mean "
+                              "mlflow?"),
 ])  # fmt: skip
 def test_plugins_that_cannot_be_used_are_one_line_errors_before_anything_is_written(
     tmp_path, setting, message

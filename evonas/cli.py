@@ -195,6 +195,19 @@ def parser() -> argparse.ArgumentParser:
         "--out", metavar="FILE", help="where to write (default RUN_DIR/report.html)"
     )
 
+    board = commands.add_parser(
+        "dashboard", help="a live web dashboard of the runs in RUNS_DIR (read-only)",
+        description="Serve a local web app over the runs in RUNS_DIR: progress, Pareto fronts, "
+        "individuals, genomes, lineages, learning curves, failures, comparisons. It reads the "
+        "journals only, and updates while runs go on. Needs the dashboard extra: pip install "
+        "'evonas[dashboard]'.",
+    )  # fmt: skip
+    board.add_argument("runs_dir", metavar="RUNS_DIR", nargs="?", default="runs",
+                       help="the folder of runs (default: runs)")  # fmt: skip
+    board.add_argument("--host", default="127.0.0.1",
+                       help="where to listen (default 127.0.0.1: this machine only)")  # fmt: skip
+    board.add_argument("--port", type=_count, default=8050, help="default 8050; 0: any free port")
+
     genome = commands.add_parser(
         "genome", help="check genome files: layers, shapes, parameters and FLOPs",
         description="Validate genome files against a task's input shape and a search space.",
@@ -566,9 +579,24 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from evonas.dashboard import make_server
+
+    server = make_server(args.runs_dir, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"evonas dashboard: http://{host}:{port}/ (runs in {args.runs_dir}; Ctrl-C to stop)",
+          flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status,
-            "report": cmd_report, "export": cmd_export, "optimize": cmd_optimize,
-            "import": cmd_import, "genome": cmd_genome, "config": cmd_config}  # fmt: skip
+            "dashboard": cmd_dashboard, "report": cmd_report, "export": cmd_export,
+            "optimize": cmd_optimize, "import": cmd_import, "genome": cmd_genome,
+            "config": cmd_config}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ TORCH_FREE = ["evonas.evolve", "evonas.launch", "evonas.ledger", "evonas.strateg
               "evonas.records", "evonas.objectives", "evonas.weights", "evonas.config",
               "evonas.reporters", "evonas.parallel", "evonas.pools", "evonas.seeds",
               "evonas.graph", "evonas.channels", "evonas.graph_operators", "evonas.fidelity",
-              "evonas.halving", "evonas.constraints", "evonas.trackers"]  # fmt: skip
+              "evonas.halving", "evonas.constraints", "evonas.trackers",
+              "evonas.dashboard"]  # fmt: skip
 
 
 def imports_of(path) -> set[str]:

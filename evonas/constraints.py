@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 # Metrics the built-in trainer knows once the model is built, before it trains a step.
 PRE_TRAINING = ("params", "flops", "size_bytes")
 MAX_VIOLATION = 1e9  # violations are capped so that the fitness that encodes them stays finite
+UNMEASURED = 1.0  # a constraint a candidate rejected before training could not be checked on
 
 
 class Constraint(BaseModel):
@@ -85,10 +86,15 @@ class Constraint(BaseModel):
                 if v is not None}  # fmt: skip
 
 
-def violation(metrics: Mapping[str, float], constraints: Sequence[Constraint]) -> float:
-    """The total violation of `metrics` (0: feasible). A metric the candidate lacks breaks
-    nothing here: a failed evaluation is ranked below every infeasible one anyway."""
-    total = sum(c.violation(metrics[c.metric]) for c in constraints if c.metric in metrics)
+def violation(
+    metrics: Mapping[str, float], constraints: Sequence[Constraint], unmeasured: float = 0.0
+) -> float:
+    """The total violation of `metrics` (0: feasible). A constraint on a metric the candidate
+    lacks adds `unmeasured`: nothing for a trained candidate (whose evaluator simply does not
+    report it), a whole bound (`UNMEASURED`) for one rejected before training, so that an
+    untrained reject never outranks a trained model that is only slightly past a limit."""
+    total = sum(c.violation(metrics[c.metric]) if c.metric in metrics else unmeasured
+                for c in constraints)  # fmt: skip
     return min(total, MAX_VIOLATION)
 
 

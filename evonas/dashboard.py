@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from evonas.analysis import Run, RunLookupError, compare, load_run
 from evonas.config import ConfigError
@@ -66,24 +66,23 @@ def runs_overview(runs_dir: Path) -> list[dict[str, Any]]:
         try:
             run = load_run(path)
             people, generations = run.individuals, run.generations
-        except RunDirError as exc:
+            objectives = run.objectives
+        except (RunDirError, ValueError) as exc:  # another version's journal, a broken config
             rows.append({"name": name, "state": "unreadable", "error": str(exc)})
             continue
         search = run.meta.get("config", {}).get("search", {})
         best = {}
-        for objective in run.objectives:
+        for objective in objectives:
             metric = objective.name
             with contextlib.suppress(KeyError):  # nothing has it yet
-                best[metric] = best_row(people, metric, run.objectives, run.chance.get(metric))[
-                    metric
-                ]
+                best[metric] = best_row(people, metric, objectives, run.chance.get(metric))[metric]
         rows.append({
             "name": name, "state": _state(run),
             "generation": int(generations["generation"].max()) if len(generations) else None,
             "generations": search.get("generations"),
             "evaluations": len(people),
             "failed": int(people["status"].isin(FAILURES).sum()) if len(people) else 0,
-            "objectives": [o.to_dict() for o in run.objectives], "best": best,
+            "objectives": [o.to_dict() for o in objectives], "best": best,
         })  # fmt: skip
     return rows
 
@@ -271,8 +270,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", types[kind])
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")  # live data
-        if download:
-            self.send_header("Content-Disposition", f'attachment; filename="{download}"')
+        if download:  # headers are Latin-1: an ASCII name, and the real one encoded (RFC 6266)
+            plain = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_"
+                            for c in download)  # fmt: skip
+            value = f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(download)}"
+            self.send_header("Content-Disposition", value)
         self.end_headers()
         self.wfile.write(data)
 

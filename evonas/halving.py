@@ -10,7 +10,9 @@ only where its fine-tune budget goes past them.
 
 Ranking at a rung: with one objective, by its value; with several, by non-dominated fronts, and
 every member of the first front continues (a multi-objective run stops only members dominated at
-the rung), then the next fronts until 1/eta continue. Ties go to the earlier child. Every
+the rung), then the next fronts until 1/eta continue. With `search.constraints`, domination is
+constrained domination, as in selection: a member within the constraints at the rung beats one
+past them, and two past them compare by how far. Ties go to the earlier child. Every
 decision is a function of the rung results alone, which are journaled (table `rungs`), so a
 resumed run makes the same decisions whatever order results arrived in.
 """
@@ -21,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from evonas.constraints import Constraint, violation
 from evonas.objectives import Objective, dominates
 
 
@@ -51,8 +54,10 @@ class Group:
 
 
 class Halving:
-    def __init__(self, min_epochs: int, eta: int, objectives: Sequence[Objective]) -> None:
+    def __init__(self, min_epochs: int, eta: int, objectives: Sequence[Objective],
+                 constraints: Sequence[Constraint] = ()) -> None:  # fmt: skip
         self.min_epochs, self.eta, self.objectives = min_epochs, eta, list(objectives)
+        self.constraints = list(constraints)
         self.worst = {o.name: o.worst for o in self.objectives}  # for a metric a rung lacks
         self.groups: dict[int, Group] = {}  # uid -> its group
         self.members: dict[int, Member] = {}
@@ -139,5 +144,10 @@ class Halving:
         return {m.uid for m in kept}
 
     def _beats(self, a: Member, b: Member, epoch: int) -> bool:
+        if self.constraints:  # constrained domination
+            past_a = violation(a.results[epoch], self.constraints)
+            past_b = violation(b.results[epoch], self.constraints)
+            if past_a or past_b:
+                return past_a < past_b
         return dominates({**self.worst, **a.results[epoch]}, {**self.worst, **b.results[epoch]},
                          self.objectives)  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import shutil
 import sqlite3
 import sys
 import time
@@ -119,10 +120,18 @@ def check_plugins(config: Config, space: Space) -> None:
     """Every plugin the config names can be loaded, and operators fit the space (a strategy
     and reporters are made when the run starts: their factories need it)."""
     from evonas.config import is_plugin
-    from evonas.operators import bind_operators
+    from evonas.operators import arity, bind_operators, operator_weights
     from evonas.trackers import check_tracker
 
-    bind_operators(config.search.operators, space)
+    search = config.search
+    bind_operators(operator_weights(search.operators, space, config.training.inherit_weights),
+                   space)  # fmt: skip
+    mutates_only = config.strategy in ("regularized", "local") or search.seed_fill == "mutate"
+    mutations = [n for n, w in search.operators.items() if w > 0 and arity(space, n) == 1]
+    if search.operators and mutates_only and not mutations:
+        raise ConfigError("search.operators: this search breeds by mutation (strategy "
+                          f"{config.strategy!r}, or seed_fill: mutate); give a mutation (an "
+                          "operator of one parent) a weight > 0")  # fmt: skip
     if is_plugin(config.search.strategy):
         load_callable(config.search.strategy, what="search.strategy")
     for index, ref in enumerate(config.reporters):
@@ -173,9 +182,16 @@ def start_search(
 ) -> Evolution:
     """Check the config, create the run directory and return the session that will fill it."""
     space, info, chosen = preflight(config)
+    path = Path(run_dir).absolute()
+    made = next((p for p in [*reversed(path.parents), path] if not p.exists()), None)
     store = Store.create(run_dir, config.to_dict())
-    seed_files.store(chosen, Path(run_dir))
-    return _session(config, store, space, info, log, progress)
+    try:
+        seed_files.store(chosen, Path(run_dir))
+        return _session(config, store, space, info, log, progress)
+    except BaseException:  # e.g. a plugin strategy or reporter that cannot be made
+        if made is not None:  # nothing was evaluated: remove the folders made for it
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def nothing_to_resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> str | None:
@@ -309,7 +325,13 @@ def named_reporters(config: Config, run_dir: Path, say: Echo) -> list[Reporter]:
             tracker.say = say
             made.append(tracker)
             continue
-        reporter = load_callable(ref, what=f"reporters[{index}]")(Path(run_dir), config)
+        factory = load_callable(ref, what=f"reporters[{index}]")
+        try:
+            reporter = factory(Path(run_dir), config)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise PluginError(f"reporters[{index}]: {ref} failed ({problem})") from None
+
         if not isinstance(reporter, Reporter):
             raise PluginError(f"reporters[{index}]: {ref} made a {type(reporter).__name__}, "
                               "not an evonas.reporters.Reporter")  # fmt: skip

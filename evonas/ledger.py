@@ -22,13 +22,14 @@ from dataclasses import replace
 from typing import Any
 
 from evonas.config import Config, ConfigError
-from evonas.constraints import pre_training_limits, violation
+from evonas.constraints import UNMEASURED, pre_training_limits, violation
 from evonas.fidelity import MedianRule, median_reference
 from evonas.genome import Genome
 from evonas.halving import Action, Halving, Member
 from evonas.objectives import fitness_class, fitness_values, missing_metric
 from evonas.records import (
     FAILED,
+    INFEASIBLE,
     MEASURED,
     OK,
     STOPPED,
@@ -81,7 +82,7 @@ class Ledger:
         self.limits = tuple(pre_training_limits(self.constraints)) if builtin else ()
         early = self.early = config.search.early_stop
         self.halving = (
-            Halving(early.min_epochs, early.reduction_factor, objectives)
+            Halving(early.min_epochs, early.reduction_factor, objectives, self.constraints)
             if early.kind == "halving"
             else None
         )
@@ -249,7 +250,8 @@ class Ledger:
     def _apply(self, ind: Individual, status: str, error: str | None, metrics: dict) -> None:
         ind.status, ind.error, ind.metrics = status, error, metrics
         if self.constraints and status in MEASURED:
-            ind.violation = violation(metrics, self.constraints)
+            unmeasured = UNMEASURED if status == INFEASIBLE else 0.0  # never trained
+            ind.violation = violation(metrics, self.constraints, unmeasured)
         usable = status in TRAINED  # a stopped candidate competes with what it reached
         values = fitness_values(metrics, usable, self.objectives, ind.violation or 0.0)
         ind.fitness = self.fitness_cls(values)

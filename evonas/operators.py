@@ -107,7 +107,13 @@ def bind_operators(weights: Mapping[str, float], space: Space) -> None:
         elif (space.kind, name) not in OPERATORS:
             known = sorted(n for kind, n in OPERATORS if kind == space.kind)
             raise ConfigError(f"search.operators.{name}: unknown operator for a {space.kind} "
-                              f"space; expected one of {known} or a plugin")  # fmt: skip
+                              f"space; expected one of {known} or a plugin (with no "
+                              "search.operators, the space's default_operators)")  # fmt: skip
+
+
+def arity(space: Space, name: str) -> int:
+    """How many parents operator `name` takes on `space` (once bound)."""
+    return OPERATORS[space.kind, name].arity
 
 
 def _flat_before(genome: Genome, position: int, space: SequentialSpace) -> bool:

@@ -54,8 +54,10 @@ def _from_run(run_dir: Path, top: int) -> list[Seed]:
 
     run = Run(run_dir)
     if top:
+        from evonas.objectives import successful
+
         first = run.objectives[0]
-        ok = run.individuals[run.individuals["status"] == "ok"]
+        ok = successful(run.individuals, [first])  # trained, and within the run's constraints
         chosen = ok.sort_values(first.name, ascending=first.goal == "min").head(top)
     else:
         chosen = run.pareto()

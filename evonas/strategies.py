@@ -312,7 +312,11 @@ def make_strategy(
         return STRATEGIES[name](search, variation, seen)
     from evonas.plugins import PluginError, load_callable
 
-    strategy = load_callable(name, what="search.strategy")(search, variation, seen)
+    factory = load_callable(name, what="search.strategy")
+    try:
+        strategy = factory(search, variation, seen)
+    except Exception as exc:
+        raise PluginError(f"search.strategy: {name} failed ({type(exc).__name__}: {exc})") from None
     if not isinstance(strategy, Strategy):
         raise PluginError(f"search.strategy: {name} made a {type(strategy).__name__}, not a "
                           "Strategy (the protocol in evonas.strategies)")  # fmt: skip

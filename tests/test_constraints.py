@@ -186,3 +186,25 @@ def test_bad_constraints_are_one_line_errors_before_anything_is_written(tmp_path
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_untrained_reject_never_outranks_a_trained_model_slightly_past_a_limit():
+    from evonas.constraints import UNMEASURED
+
+    limits = [Constraint(metric="params", max=50_000), Constraint(metric="val_accuracy", min=0.9)]
+    trained = violation({"params": 40_000, "val_accuracy": 0.5}, limits)
+    rejected = violation({"params": 55_000}, limits, unmeasured=UNMEASURED)
+    assert 0 < trained < rejected
+
+
+def test_successive_halving_continues_the_feasible_member_at_a_rung():
+    from evonas.halving import Halving, Member
+
+    rule = Halving(
+        1, 3, [Objective("val_accuracy", "max")], [Constraint(metric="latency_ms", max=2)]
+    )
+    actions = rule.open([Member(uid, (1,)) for uid in range(3)])
+    for uid, (accuracy, latency) in enumerate([(0.9, 5.0), (0.8, 1.0), (0.95, 3.0)]):
+        actions += rule.arrived(uid, 1, {"val_accuracy": accuracy, "latency_ms": latency})
+    assert {a.uid for a in actions if a.kind == "continue"} == {1}
+    assert {a.uid for a in actions if a.kind == "stop"} == {0, 2}

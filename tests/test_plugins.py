@@ -102,6 +102,11 @@ def write(path, text):
     ("space:\n  kind: bad.py:not_a_space\n",
      "space.kind: bad.py:not_a_space made a dict, not a Space"),
     ("reporters: [bad.py:nothing_here]\n", "reporters[0]: 'bad.py' has no function"),
+    ("search:\n  population: 4\n  strategy: bad.py:boom\n",
+     "search.strategy: bad.py:boom failed (RuntimeError: no strategy today)"),
+    ("search:\n  population: 4\n  objectives: [{name: val_accuracy, goal: max}]\n"
+     "  strategy: regularized\n  operators: {\"bad.py:cross\": 1}\n",
+     "search.operators: this search breeds by mutation (strategy 'regularized'"),
     ("reporters: [mlfow]\n", "reporters: expected one of [tensorboard, mlflow] or a plugin "
                               "(pkg.module:name or path/file.py:name), got 'mlfow'; did you mean "
                               "mlflow?"),
@@ -110,6 +115,8 @@ def test_plugins_that_cannot_be_used_are_one_line_errors_before_anything_is_writ
     tmp_path, setting, message
 ):
     write(tmp_path / "bad.py", "def two_args(a, b):\n    return a\n\n"
+          "def cross(a, b, space, rng):\n    return a\n\n"
+          "def boom(search, variation, seen):\n    raise RuntimeError('no strategy today')\n\n"
           "def not_a_space(config, info):\n    return {}\n\n"
           "from evonas.spaces import sequential_space\n\n"
           "def a_space(config, info):\n    return sequential_space(config, info)\n")  # fmt: skip

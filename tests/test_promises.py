@@ -280,6 +280,13 @@ def test_pip_install_alone_gives_a_working_evonas(tmp_path):
                               text=True, timeout=900)  # fmt: skip
         assert done.returncode == 0, done.stderr
     assert (work / "runs" / "nb" / "history.sqlite").exists()
+    page = [
+        str(venv / "bin" / "python"),
+        "-c",
+        "from evonas.dashboard import WEB; print(sorted(p.name for p in WEB.iterdir()))",
+    ]  # the dashboard's page is packaged
+    listed = subprocess.run(page, cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert listed.stdout.strip() == "['app.js', 'index.html', 'style.css']"
 
 
 def test_a_failed_run_resumes_past_its_failure_once_the_cause_is_fixed(tmp_path, tiny):

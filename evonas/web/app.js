@@ -10,6 +10,7 @@ const crumbs = document.getElementById("crumbs");
 const live = document.getElementById("live");
 const table = { sort: "uid", desc: false, filter: "" }; // kept across redraws
 let current = null; // the route being shown; a redraw for another route is dropped
+let latest = null; // the run last fetched (the filter box redraws from it)
 let shown = ""; // the data last drawn: a page is redrawn only when it changed
 const changed = (data, fresh) => { const text = JSON.stringify(data); const news = fresh || text !== shown; shown = text; return news; };
 
@@ -67,7 +68,7 @@ async function showRuns(here, fresh, still) {
   const rows = runs.map((r) => {
     const best = Object.entries(r.best || {}).map(([k, v]) => `${esc(k)} ${num(v)}`).join(", ");
     const progress = r.generation === null || r.generation === undefined ? "–"
-      : `${r.generation}/${r.generations ?? "?"}`;
+      : `${num(r.generation)}/${esc(r.generations ?? "?")}`;
     return `<tr><td><input type="checkbox" class="pick" value="${esc(r.name)}"
       ${names.has(r.name) ? "checked" : ""}></td><td>${link(runHref(r.name), r.name)}</td>
       <td class="state ${esc(r.state)}">${esc(r.state)}</td><td>${progress}</td>
@@ -102,8 +103,9 @@ async function showRun(here, fresh, still) {
       <div class="grid"><div><h2>Operators</h2><table id="operators"></table></div>
       <div><h2>Failures</h2><table id="failures"></table></div></div>`;
     const filter = document.getElementById("filter");
-    filter.oninput = () => { table.filter = filter.value; drawIndividuals(run); };
+    filter.oninput = () => { table.filter = filter.value; drawIndividuals(latest); };
   }
+  latest = run;
   document.getElementById("reason").textContent = run.reason && run.state !== "running" ? run.reason : "";
   drawProgress(run);
   drawPareto(run);
@@ -132,7 +134,7 @@ function hover(i, run) {
   const metrics = [...run.objectives.map((o) => o.name), "params", "flops"]
     .filter((m, k, all) => all.indexOf(m) === k && i.metrics[m] !== null && i.metrics[m] !== undefined)
     .map((m) => `${m}: ${num(i.metrics[m])}`).join("<br>");
-  return `<b>uid ${i.uid}</b> (gen ${i.generation}, ${i.operator}, ${i.status})<br>${metrics}<br>${esc(i.genome)}`;
+  return `<b>uid ${i.uid}</b> (gen ${i.generation}, ${esc(i.operator)}, ${esc(i.status)})<br>${metrics}<br>${esc(i.genome)}`;
 }
 
 function drawPareto(run) {
@@ -191,7 +193,7 @@ function drawIndividuals(run) {
     const column = th.dataset.column;
     table.desc = table.sort === column ? !table.desc : false;
     table.sort = column;
-    drawIndividuals(run);
+    drawIndividuals(latest);
   });
 }
 
@@ -280,7 +282,7 @@ async function showCompare(here, fresh, still) {
   const data = await api(`/api/compare?runs=${here.names.map(encodeURIComponent).join(",")}`);
   if (!still() || !changed(data, fresh)) return;
   crumbs.innerHTML = `${link("#/", "runs")} / compare`;
-  if (!document.getElementById("by-evaluation")) {
+  if (fresh || !document.getElementById("by-evaluation")) {
     view.innerHTML = `<h1>${here.names.map(esc).join(" · ")}</h1><div class="grid">
       <div class="card"><div id="by-evaluation" class="plot"></div></div>
       <div class="card"><div id="by-seconds" class="plot"></div></div></div>`;

@@ -203,10 +203,10 @@ def parser() -> argparse.ArgumentParser:
         "'evonas[dashboard]'.",
     )  # fmt: skip
     board.add_argument("runs_dir", metavar="RUNS_DIR", nargs="?", default="runs",
-                       help="the folder of runs (default: runs)")  # fmt: skip
+                       help="the folder of runs")  # fmt: skip
     board.add_argument("--host", default="127.0.0.1",
-                       help="where to listen (default 127.0.0.1: this machine only)")  # fmt: skip
-    board.add_argument("--port", type=_count, default=8050, help="default 8050; 0: any free port")
+                       help="where to listen; 127.0.0.1 is this machine only")  # fmt: skip
+    board.add_argument("--port", type=_count, default=8050, help="0: any free port")
 
     genome = commands.add_parser(
         "genome", help="check genome files: layers, shapes, parameters and FLOPs",

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from evonas.objectives import metric_name
+
 # Metrics the built-in trainer knows once the model is built, before it trains a step.
 PRE_TRAINING = ("params", "flops", "size_bytes")
 MAX_VIOLATION = 1e9  # violations are capped so that the fitness that encodes them stays finite
@@ -36,12 +38,7 @@ class Constraint(BaseModel):
     max: float | None = None
     min: float | None = None
 
-    @field_validator("metric")
-    @classmethod
-    def _metric_name(cls, name: str) -> str:
-        if not name or '"' in name or name != name.strip():
-            raise ValueError(f"expected a metric name, got {name!r}")
-        return name
+    _metric_name = field_validator("metric")(classmethod(lambda cls, name: metric_name(name)))
 
     @field_validator("max", "min", mode="before")
     @classmethod

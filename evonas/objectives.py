@@ -23,6 +23,13 @@ INFEASIBLE = 1e20
 SMALLER_IS_BETTER = {"params", "flops", "size_bytes", "latency_ms", "train_loss", "train_seconds"}
 
 
+def metric_name(name: str) -> str:
+    """`name` if a config may name a metric so (a journal column), else ValueError."""
+    if not name or '"' in name or name != name.strip():
+        raise ValueError(f"expected a metric name, got {name!r}")
+    return name
+
+
 class Objective(BaseModel):
     """A metric to optimise: `Objective("val_accuracy", "max")`."""
 
@@ -33,12 +40,7 @@ class Objective(BaseModel):
     def __init__(self, *args: str, **fields: object) -> None:
         super().__init__(**dict(zip(("name", "goal"), args)), **fields)
 
-    @field_validator("name")
-    @classmethod
-    def _metric_name(cls, name: str) -> str:
-        if not name or '"' in name or name != name.strip():
-            raise ValueError(f"expected a metric name, got {name!r}")
-        return name
+    _metric_name = field_validator("name")(classmethod(lambda cls, name: metric_name(name)))
 
     @property
     def sign(self) -> float:

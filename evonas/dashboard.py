@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 from evonas.analysis import Run, RunLookupError, compare, load_run
 from evonas.config import ConfigError
 from evonas.genome import Genome
-from evonas.objectives import best_row, pareto_mask, successful
+from evonas.objectives import best_row, front_flags
 from evonas.records import FAILURES
 from evonas.store import RunDirError, is_locked
 
@@ -92,21 +92,15 @@ def run_detail(path: Path) -> dict[str, Any]:
     run = load_run(path)
     people, generations = run.individuals, run.generations
     objectives = run.objectives
-    names = [o.name for o in objectives]
     metrics = run.metric_columns(people)
-    feasible = people.index.isin(successful(people, objectives).index)
-    on_front = [False] * len(people)
-    if feasible.any():
-        front = pareto_mask(people.loc[feasible, names].to_numpy(float), objectives)
-        for index, flag in zip(people.index[feasible], front):
-            on_front[people.index.get_loc(index)] = bool(flag)
+    feasible, on_front = front_flags(people, objectives)
     individuals = []
     for (_, row), good, front in zip(people.iterrows(), feasible, on_front):
         individuals.append({
             "uid": int(row["uid"]), "generation": int(row["generation"]),
             "status": row["status"], "operator": row["operator"],
             "parents": [int(p) for p in row["parents"]], "error": row["error"],
-            "violation": row.get("violation"), "feasible": bool(good), "on_front": front,
+            "violation": row.get("violation"), "feasible": bool(good), "on_front": bool(front),
             "metrics": {m: row[m] for m in metrics},
             "genome": Genome.from_dict(json.loads(row["genome"])).summary(),
         })  # fmt: skip

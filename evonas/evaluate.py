@@ -229,8 +229,11 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     seed = int(job.seed)
     torch.manual_seed(seed)
     model = build(job.genome, data.input_shape, data.num_classes)
+    # the sizes, known before training (and what search.constraints may limit there)
+    sizes = {"params": float(count_params(model)),
+             "flops": float(count_flops(model, data.input_shape))}  # fmt: skip
     if job.limits:
-        rejected = _over_limits(model, data.input_shape, job.limits)
+        rejected = _over_limits({**sizes, "size_bytes": float(size_bytes(model))}, job.limits)
         if rejected is not None:
             return rejected
     metrics: dict[str, float] = {}
@@ -251,8 +254,7 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
         metrics["inherited_share"] = share
     settings = {**settings, "epochs": job_budget(job)}  # the schedule spans the whole budget
     model = model.to(device)
-    metrics["params"] = float(count_params(model))
-    metrics["flops"] = float(count_flops(model, data.input_shape))
+    metrics.update(sizes)
     lr = float(job.genome["training"]["lr"])
     teacher_logits = _teacher_logits(job.teacher, splits["train"], data) if job.teacher else None
     trainer = Trainer(model, splits["train"], settings, lr, seed, teacher_logits)
@@ -290,15 +292,11 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     return Evaluation(metrics, curve, STOPPED if stopped else OK, partial)
 
 
-def _over_limits(model: Any, input_shape: tuple[int, ...], limits: Any) -> Evaluation | None:
-    """The candidate rejected before training when its size breaks a pre-training constraint
-    (`evonas.constraints`): what was measured, and which limits it is over."""
-    from evonas.builder import count_flops, count_params, size_bytes
+def _over_limits(metrics: dict[str, float], limits: Any) -> Evaluation | None:
+    """The candidate rejected before training when its sizes (`metrics`) break a pre-training
+    constraint (`evonas.constraints`): what was measured, and which limits it is over."""
     from evonas.constraints import Constraint, broken
 
-    metrics = {"params": float(count_params(model)),
-               "flops": float(count_flops(model, input_shape)),
-               "size_bytes": float(size_bytes(model))}  # fmt: skip
     problem = broken(metrics, [Constraint(**limit) for limit in limits])
     if problem is None:
         return None

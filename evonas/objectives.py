@@ -187,6 +187,20 @@ def successful(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd
     return individuals[ok].dropna(subset=names)
 
 
+def front_flags(
+    individuals: pd.DataFrame, objectives: Sequence[Objective]
+) -> tuple[pd.Series, pd.Series]:
+    """Per row of `individuals`: whether it counts (`successful`: trained, within the
+    constraints, every objective known) and whether it is on the Pareto front of those."""
+    ok = successful(individuals, objectives)
+    feasible = pd.Series(individuals.index.isin(ok.index), index=individuals.index)
+    on_front = pd.Series(False, index=individuals.index)
+    if not ok.empty:
+        mask = pareto_mask(ok[[o.name for o in objectives]].to_numpy(float), objectives)
+        on_front[ok.index[mask]] = True
+    return feasible, on_front
+
+
 def pareto_front(individuals: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """The journal rows of the successful individuals on the Pareto front, ordered by the last
     objective (then uid)."""

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from evonas.objectives import Objective, pareto_mask, successful  # noqa: E402
+from evonas.objectives import Objective, front_flags, pareto_mask, successful  # noqa: E402
 from evonas.records import FAILURES  # noqa: E402
 
 LOG_SCALE = {"params", "flops", "size_bytes", "latency_ms"}
@@ -84,12 +84,7 @@ def pareto_data(individuals: pd.DataFrame, objectives: Objectives) -> pd.DataFra
         return pd.DataFrame(columns=columns)
     trained = individuals[individuals["status"] == "ok"].dropna(subset=names)
     data = trained[["uid", "generation", *names]].copy()
-    data["feasible"] = data.index.isin(successful(individuals, objectives).index)
-    data["on_front"] = False
-    feasible = data[data["feasible"]]
-    if not feasible.empty:
-        front = pareto_mask(feasible[names].to_numpy(float), objectives)
-        data.loc[feasible.index[front], "on_front"] = True
+    data["feasible"], data["on_front"] = front_flags(trained, objectives)
     return data.reset_index(drop=True)[columns]
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
 from evonas.objectives import Objective, best_row, objective_for, pareto_front, successful
-from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING
+from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING, TRAINED
 from evonas.reporters import number
 from evonas.store import (
     LOCK,
@@ -131,6 +131,13 @@ class Run:
         curves = wide.merge(people, on="uid", how="left").astype({"uid": int, "epoch": int})
         curves["status"] = curves["status"].fillna(PENDING)
         return curves
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """What the predictor (`search.predictor`) said before each evaluation it chose, beside
+        what was measured: uid, generation, operator, status, objective, predicted, predicted_std
+        and measured (empty where the evaluation failed). Empty without a predictor."""
+        return prediction_table(self.individuals, self.objectives)
 
     def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
         """The metric columns: everything the journal holds beyond its fixed columns."""
@@ -292,6 +299,27 @@ def operator_stats(people: pd.DataFrame, objectives: list[Objective]) -> pd.Data
     return pd.DataFrame(rows, columns=columns).sort_values(
         "uses", ascending=False, ignore_index=True
     )
+
+
+PREDICTION_COLUMNS = ["uid", "generation", "operator", "status", "objective", "predicted",
+                      "predicted_std", "measured"]  # fmt: skip
+
+
+def prediction_table(people: pd.DataFrame, objectives: list[Objective]) -> pd.DataFrame:
+    """One row per predicted evaluation and objective (see `Run.predictions`)."""
+    rows = []
+    predicted = people[people["prediction"].notna()] if "prediction" in people else people[:0]
+    for _, row in predicted.iterrows():
+        prediction = json_cell(row["prediction"], f"uid {row['uid']} prediction")
+        for objective in objectives:
+            if objective.name not in prediction:
+                continue
+            mean, std = prediction[objective.name]
+            measured = row.get(objective.name) if row["status"] in TRAINED else None
+            rows.append([row["uid"], row["generation"], row["operator"], row["status"],
+                         objective.name, mean, std, measured])  # fmt: skip
+    table = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return table.astype({"predicted": float, "predicted_std": float, "measured": float})
 
 
 def load_run(path: str | Path) -> Run:

@@ -258,6 +258,9 @@ class Training(Section):
     loader_workers: Annotated[int, Field(ge=0, le=64)] = Field(
         2, description="DataLoader worker processes per evaluation (loader: workers)"
     )
+    zero_cost: list[Literal["synflow", "naswot"]] = Field(
+        default_factory=list, description="zero-cost proxies measured on the untrained model "
+        "(one batch) and journaled as metrics: synflow, naswot")  # fmt: skip
     distill_from: Literal["", "seed", "best"] = ""
     distill_alpha: Number = Field(0.5, ge=0, le=1)
     distill_temperature: Number = Field(4.0, gt=0)
@@ -290,6 +293,21 @@ class EarlyStop(Section):
                                  "before it stops anyone there")  # fmt: skip
 
 
+class Surrogate(Section):
+    """How a predictor screens the strategy's children (search.predictor; evonas.surrogate)."""
+
+    acquisition: Literal["ei", "ucb"] = Field(
+        "ei", description="ei (expected improvement) | ucb (mean + beta x std)"
+    )
+    beta: Number = Field(2.0, ge=0, description="ucb: weight of the uncertainty; with several "
+                         "objectives, of the optimistic prediction too")  # fmt: skip
+    candidates: Positive = Field(24, le=1000, description="children the strategy proposes for "
+                                 "each one evaluated")  # fmt: skip
+    samples: Positive = Field(1000, le=100_000, description="fresh samples scored when no "
+                              "proposal is promising")  # fmt: skip
+    min_observations: Positive = Field(5, description="results before the predictor is used")
+
+
 class Search(Section):
     strategy: Annotated[str, AfterValidator(_builtin_or_plugin(STRATEGIES))] = Field(
         "auto",
@@ -314,6 +332,10 @@ class Search(Section):
     seed_fill: Literal["sample", "mutate"] = "sample"
     async_window: Count = Field(0, description="regularized: children in flight, no barrier")
     early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    predictor: Literal["none", "trees", "gp"] = Field(
+        "none", description="none | trees (extra-trees ensemble) | gp (Gaussian process): learn "
+        "the objectives from the journal; evaluate the children it rates best")  # fmt: skip
+    surrogate: Surrogate = Field(default_factory=Surrogate)
     constraints: list[Constraint] = Field(
         default_factory=list, description="hard limits: [{metric: params, max: 50000}, ...]"
     )

@@ -112,7 +112,9 @@ class Ledger:
 
     def child(self, child: Child, generation: int) -> Individual:
         parents = tuple(p.uid for p in child.parents)
-        return self.new(child.genome, generation, parents, child.operator)
+        individual = self.new(child.genome, generation, parents, child.operator)
+        individual.prediction = child.prediction
+        return individual
 
     def seen(self, genome: Genome) -> bool:
         """Whether the same architecture and training genes were already evaluated."""

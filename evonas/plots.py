@@ -398,6 +398,44 @@ def plot_compare(data: pd.DataFrame, x: str = "evaluation") -> Figure:
     return fig
 
 
+def prediction_data(predictions: pd.DataFrame, window: int = 20) -> pd.DataFrame:
+    """The predictions of the first objective that have a measurement, in evaluation order,
+    with the rank correlation (Spearman) of predicted and measured over the last `window`."""
+    if predictions.empty:
+        return predictions.assign(rank_correlation=pd.Series(dtype=float))
+    first = predictions[predictions["objective"] == predictions["objective"].iloc[0]]
+    data = first[first["measured"].notna()].sort_values("uid").reset_index(drop=True)
+    ranks = data[["predicted", "measured"]].rank()
+    data["rank_correlation"] = (
+        ranks["predicted"].rolling(window, min_periods=window // 2).corr(ranks["measured"])
+    )
+    return data
+
+
+def plot_predictions(data: pd.DataFrame) -> Figure:
+    objective = data["objective"].iloc[0] if len(data) else "objective"
+    fig, (scatter, over_run) = plt.subplots(1, 2, figsize=(10, 4))
+    points = scatter.scatter(data["predicted"], data["measured"], c=data["uid"], cmap="viridis",
+                             s=14)  # fmt: skip
+    if len(data):
+        low = min(data["predicted"].min(), data["measured"].min())
+        high = max(data["predicted"].max(), data["measured"].max())
+        scatter.plot([low, high], [low, high], color="grey", linestyle=":", linewidth=1)
+    overall = data["predicted"].corr(data["measured"], method="spearman") if len(data) > 2 else None
+    title = f"rank correlation {overall:.2f}" if overall is not None else "too few to correlate"
+    scatter.set(xlabel=f"predicted {objective}", ylabel=f"measured {objective}", title=title)
+    fig.colorbar(points, ax=scatter, label="uid")
+    over_run.plot(data["uid"], data["rank_correlation"], color="tab:blue")
+    over_run.axhline(0, color="grey", linewidth=0.8)
+    over_run.set(xlabel="uid (evaluation order)", ylabel="rank correlation, last 20",
+                 ylim=(-1.05, 1.05), title="predictor accuracy over the run")  # fmt: skip
+    over_run.grid(alpha=0.3)
+    if data.empty:
+        scatter.set_title("no predictions (search.predictor: none)")
+    fig.tight_layout()
+    return fig
+
+
 # --- every figure of a run: what it shows (from a `Run`) and how it is drawn --------------------
 
 
@@ -420,4 +458,5 @@ FIGURES = {
                   plot_diversity),
     "failures": (lambda run, uid: (failure_data(run.individuals),), plot_failures),
     "curves": (lambda run, uid: (curves_data(run.curves),), plot_curves),
+    "predictions": (lambda run, uid: (prediction_data(run.predictions),), plot_predictions),
 }  # fmt: skip

@@ -41,6 +41,7 @@ COLUMNS: dict[str, str] = {
     "status": "TEXT NOT NULL",
     "error": "TEXT",
     "violation": "REAL",
+    "prediction": "TEXT",
     "seed": "INTEGER NOT NULL",
     "cached_from": "INTEGER",
     "inherited_from": "TEXT",
@@ -103,6 +104,7 @@ class Individual:
     teacher: dict[str, Any] | None = None  # the model it is distilled from
     traceback: str | None = None  # where its evaluation failed (for log.txt, not the journal)
     violation: float | None = None  # how far past search.constraints (0: within; None: none)
+    prediction: dict[str, tuple[float, float]] | None = None  # a predictor's, before evaluation
 
     @property
     def resolved(self) -> bool:
@@ -126,6 +128,7 @@ class Child:
     genome: Genome
     parents: tuple[Individual, ...]
     operator: str
+    prediction: dict[str, tuple[float, float]] | None = None  # objective -> (mean, std)
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ class Row:
             else None,
             "distilled_from": str(ind.teacher["uid"]) if ind.teacher else None,
             "weights": weights,
+            "prediction": json.dumps(ind.prediction) if ind.prediction else None,
         }
         if result is not None:
             values.update(

@@ -144,7 +144,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<pre>{html.escape(run_status(run.path))}</pre>",
         _csv_link(people, run.path.name),
         "<h2>Figures</h2>",
-        "".join(_figure_html(run, kind) for kind in FIGURES),
+        "".join(_figure_html(run, kind) for kind in FIGURES
+                if kind != "predictions" or run.config.search.predictor != "none"),  # fmt: skip
         "<h2>Pareto front</h2>",
         _table(front) if not front.empty else "<p>no successful evaluation yet</p>",
         "<h2>Best models</h2>",

@@ -26,6 +26,7 @@ from evonas.config import Search
 from evonas.genome import Genome
 from evonas.operators import Variation
 from evonas.records import Child, Individual
+from evonas.surrogate import SurrogateAssisted
 
 
 @runtime_checkable
@@ -307,7 +308,15 @@ def make_strategy(
 ) -> Strategy:
     """The strategy registered under `name` (config.STRATEGIES, `auto` resolved), or a user's
     (`pkg.module:factory` or `path/file.py:factory`): `factory(search, variation, seen)` returns
-    an object of the `Strategy` protocol (subclassing `BaseStrategy` gives it the basics)."""
+    an object of the `Strategy` protocol (subclassing `BaseStrategy` gives it the basics). With
+    `search.predictor` set, it is wrapped in surrogate-assisted breeding (`evonas.surrogate`)."""
+    if search.predictor != "none":
+        return SurrogateAssisted(lambda screened: _make(name, search, variation, screened),
+                                 search, variation, seen)  # fmt: skip
+    return _make(name, search, variation, seen)
+
+
+def _make(name: str, search: Search, variation: Variation, seen: Callable[[Genome], bool]):
     if name in STRATEGIES:
         return STRATEGIES[name](search, variation, seen)
     from evonas.plugins import PluginError, load_callable

@@ -255,6 +255,10 @@ def _train_builtin(job: Job, recorder: CurveRecorder) -> Evaluation:
     settings = {**settings, "epochs": job_budget(job)}  # the schedule spans the whole budget
     model = model.to(device)
     metrics.update(sizes)
+    if settings.get("zero_cost") and checkpoint is None:  # a continued one has them already
+        from evonas.proxies import zero_cost_metrics
+
+        metrics.update(zero_cost_metrics(settings["zero_cost"], model, splits["train"]))
     lr = float(job.genome["training"]["lr"])
     teacher_logits = _teacher_logits(job.teacher, splits["train"], data) if job.teacher else None
     trainer = Trainer(model, splits["train"], settings, lr, seed, teacher_logits)

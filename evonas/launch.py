@@ -170,6 +170,7 @@ def check_metrics(config: Config, space: Space, info: TaskInfo | None) -> None:
         inherits = config.training.inherit_weights and space.inherits_weights
         available = [m for m in BUILTIN_METRICS if (m != "test_accuracy" or info.has_test)
                      and (m != "inherited_share" or inherits)]  # fmt: skip
+        available += config.training.zero_cost  # measured before training (evonas.proxies)
         source = "the built-in trainer"
     constrained = [c.metric for c in config.search.constraints]
     problem = missing_metric(config.search.objectives, available, source, constrained)

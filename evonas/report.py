@@ -42,6 +42,12 @@ figcaption{font-size:13px;color:#555} code{background:#f3f3f3;padding:1px 4px}
 """
 
 
+def _figures(run: Run) -> list[str]:
+    """The figures worth a place: the predictions one only for a run that had a predictor."""
+    with_predictor = run.config.search.predictor != "none"
+    return [kind for kind in FIGURES if kind != "predictions" or with_predictor]
+
+
 def _figure_html(run: Run, kind: str) -> str:
     try:
         fig = run.figure(kind)
@@ -144,8 +150,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<pre>{html.escape(run_status(run.path))}</pre>",
         _csv_link(people, run.path.name),
         "<h2>Figures</h2>",
-        "".join(_figure_html(run, kind) for kind in FIGURES
-                if kind != "predictions" or run.config.search.predictor != "none"),  # fmt: skip
+        "".join(_figure_html(run, kind) for kind in _figures(run)),
         "<h2>Pareto front</h2>",
         _table(front) if not front.empty else "<p>no successful evaluation yet</p>",
         "<h2>Best models</h2>",

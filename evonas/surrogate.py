@@ -17,8 +17,8 @@
        predictor says the strategy's own proposals are not worth an evaluation, it looks
        elsewhere. The proposals it passed over count as seen for the strategy, so a local
        search moves on from them (and restarts once every neighbour is evaluated or passed
-       over). A random search's samples are replaced by the best of fresh samples: random
-       search with a predictor is Bayesian optimisation over samples of the space.
+       over; a restart forgets them). A random search's samples are replaced by the best of
+       fresh samples: random search with a predictor is Bayesian optimisation over samples.
 
 Until `min_observations` results are in, the strategy's own children are returned. Each child
 carries its prediction (mean and standard deviation per objective), journaled with the result.
@@ -102,6 +102,8 @@ class SurrogateAssisted:
         # A restart stays the random jump it is: the way out of a basin the predictor believes
         # in (chosen by the predictor, restarts went back to where it was sure; see BENCHMARKS).
         restarts = [c for c in proposed if c.operator == RESTART][:n]
+        if restarts:  # a new climb: what was passed over near the last one may be worth it now
+            self.passed_over.clear()
         chosen = [replace(s.child, prediction=s.prediction) for s in self.score(models, restarts)]
         bred = [c for c in self.unique(proposed) if c.operator not in (SAMPLE, RESTART)]
         best_first = sorted(self.score(models, bred), key=lambda s: -s.score)

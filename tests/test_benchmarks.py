@@ -39,3 +39,13 @@ def test_fashion_mnist_benchmark_searches_and_retrains(tmp_path):
     row = pd.read_csv(tmp_path / "fashion_mnist.csv").iloc[0]
     assert row["evaluations"] >= 4 and 0 <= row["test_accuracy"] <= 1
     assert "test accuracy" in out
+
+
+def test_the_surrogate_benchmark_compares_predictors_with_real_training(tmp_path):
+    out = run("surrogate_mnist1d.py", "--seeds", 1, "--evaluations", 12, "--epochs", 1,
+              "--jobs", 1, "--results", tmp_path, cwd=tmp_path)  # fmt: skip
+    table = pd.read_csv(tmp_path / "surrogate_mnist1d.csv")
+    assert list(table["predictor"]) == ["none", "gp"]
+    assert (table["evaluations"] == 12).all() and table["best_val"].between(0, 1).all()
+    assert table.loc[table["predictor"] == "gp", "predictor_rho"].notna().all()
+    assert "NASWOT rank corr." in out

@@ -131,7 +131,7 @@ class SurrogateAssisted:
         return kept
 
     def fresh_samples(self, exclude: set[str]) -> list[Child]:
-        children = [Child(self.variation.sample(), (), "sample") for _ in range(self.samples)]
+        children = [Child(self.variation.sample(), (), SAMPLE) for _ in range(self.samples)]
         unique = self.unique(children)
         return [c for c in unique if c.genome.arch_key() not in exclude]
 
@@ -158,18 +158,22 @@ class SurrogateAssisted:
             return []
         mean, std = self.predict(models, [c.genome for c in children])
         measured = np.array(self.values)
-        best = measured.max(axis=0)
-        gains = np.stack(
-            [self.acquisition(mean[:, k], std[:, k], best[k], self.beta) for k in range(len(best))],
+        best, spread = measured.max(axis=0), measured.std(axis=0)
+        spread[spread == 0] = 1.0
+        gains = np.stack(  # per objective, in units of the spread of what was measured
+            [
+                self.acquisition(mean[:, k], std[:, k], best[k], self.beta) / spread[k]
+                for k in range(len(best))
+            ],  # fmt: skip
             axis=1,
         )
         if len(self.objectives) == 1:
             scores = gains[:, 0]
-            spread = float(measured[:, 0].std()) or 1.0
-            promising = scores >= PROMISING_EI * spread if self.ei else scores > 0
+            promising = scores >= PROMISING_EI if self.ei else scores > 0
         else:  # predicted dominance: optimistic predictions that few measured results dominate
             dominated_by = _dominated_by(mean + self.beta * std, measured)
-            scores = -dominated_by + gains.sum(axis=1) / (1.0 + np.abs(gains).sum())
+            total = gains.sum(axis=1)  # ties broken by it, scaled below 1 to stay tie-breaking
+            scores = -dominated_by + total / (1.0 + np.abs(total).max())
             promising = dominated_by == 0
         return [
             Scored(

@@ -18,7 +18,7 @@ import pandas as pd
 from evonas.config import Config, validate
 from evonas.genome import Genome, parse_genome
 from evonas.objectives import Objective, best_row, objective_for, pareto_front, successful
-from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING, TRAINED
+from evonas.records import COLUMNS, DERIVED_COLUMNS, FAILURES, PENDING, TRAINED, SupernetEpoch
 from evonas.reporters import number
 from evonas.store import (
     LOCK,
@@ -28,6 +28,7 @@ from evonas.store import (
     open_readonly,
     read_meta,
     read_run_config,
+    read_supernet,
     read_table,
 )
 
@@ -138,6 +139,31 @@ class Run:
         what was measured: uid, generation, operator, status, objective, predicted, predicted_std
         and measured (empty where the evaluation failed). Empty without a predictor."""
         return prediction_table(self.individuals, self.objectives)
+
+    @property
+    def supernet(self) -> pd.DataFrame:
+        """A gradient search's supernet, one row per epoch: epoch, cell (the derived genome in
+        the space's notation), changed (whether the derived cell differs from the epoch
+        before), train_loss, arch_loss (on the validation split), val_accuracy (the supernet's),
+        tau, epoch_seconds, device, finished_at and the genome as JSON. Empty for other runs."""
+        from evonas.arch_weights import supernet_table
+
+        return supernet_table(self._supernet_epochs())
+
+    @property
+    def arch_weights(self) -> pd.DataFrame:
+        """A gradient search's architecture weights after each epoch, long format: epoch, edge
+        (target<-source), op, weight (the softmax probability of the op on its edge) and raw."""
+        from evonas.arch_weights import arch_weight_table
+
+        return arch_weight_table(self._supernet_epochs())
+
+    def _supernet_epochs(self) -> list[SupernetEpoch]:
+        db = open_readonly(self.path)
+        try:
+            return read_supernet(db)
+        finally:
+            db.close()
 
     def metric_columns(self, people: pd.DataFrame | None = None) -> list[str]:
         """The metric columns: everything the journal holds beyond its fixed columns."""

@@ -44,7 +44,7 @@ Backend = Literal["loky", "dask", "ray", "inline"]
 LayerOp = Literal["conv", "residual", "pool", "dense", "dropout"]
 Activation = Literal[GENOME_ACTIVATIONS]  # the activations chain genomes take
 OptimizerName = Literal["adam", "adamw", "sgd"]
-StrategyName = Literal["auto", "nsga2", "tournament", "regularized", "local", "random"]
+StrategyName = Literal["auto", "nsga2", "tournament", "regularized", "local", "random", "gradient"]
 SpaceKind = Literal["sequential", "nb201", "graph"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 LAYER_OPS: tuple[str, ...] = get_args(LayerOp)
@@ -308,10 +308,50 @@ class Surrogate(Section):
     min_observations: Positive = Field(5, description="results before the predictor is used")
 
 
+class Gradient(Section):
+    """Gradient-based search (search.strategy: gradient; evonas.gradient, evonas.supernet)."""
+
+    method: Literal["darts", "gdas"] = Field(
+        "darts",
+        description="darts (softmax mixing of every op, first order) | gdas (one op per edge "
+        "drawn by hard Gumbel-softmax: cheaper, avoids the collapse to skips)",
+    )
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
+        10, description="epochs of supernet training"
+    )
+    batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH)] = 64
+    lr: Number = Field(0.025, gt=0, le=10, description="network weights: SGD, cosine decay")
+    weight_decay: Number = Field(3e-4, ge=0)
+    arch_lr: Number = Field(3e-3, gt=0, le=10, description="architecture weights: Adam")
+    arch_weight_decay: Number = Field(1e-3, ge=0)
+    tau_max: Number = Field(10.0, gt=0, description="gdas: Gumbel temperature at the start")
+    tau_min: Number = Field(0.1, gt=0, description="gdas: temperature in the last epoch")
+    channels: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] = Field(
+        16, description="supernet: channels of the first stage (NAS-Bench-201: 16)"
+    )
+    cells_per_stage: Annotated[int, Field(ge=1, le=MAX_LAYERS)] = Field(
+        5, description="supernet: cells per stage (NAS-Bench-201: 5)"
+    )
+    top: Annotated[int, Field(ge=1, le=MAX_POPULATION)] = Field(
+        1, description="derived genomes evaluated: the strongest cell, then the next most "
+        "probable ones (each differing from it on one edge)")  # fmt: skip
+    task: Task | None = Field(
+        None, description="the dataset the supernet trains on, when it is not the run's task "
+        "(needed when task.name is table: a lookup has no data to train on)")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _temperatures(self) -> Gradient:
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"search.gradient.tau_min: must be <= tau_max ({self.tau_max:g}), "
+                             f"got {self.tau_min:g}")  # fmt: skip
+        return self
+
+
 class Search(Section):
     strategy: Annotated[str, AfterValidator(_builtin_or_plugin(STRATEGIES))] = Field(
         "auto",
-        description="auto: nsga2 for several objectives, else local; or a plugin: "
+        description="auto: nsga2 for several objectives, else local; gradient (DARTS/GDAS "
+        "supernet, cell spaces; see search.gradient); or a plugin: "
         "pkg.module:factory, called with (search, variation, seen), returning a Strategy",
     )
     population: int = Field(12, ge=2, le=MAX_POPULATION)
@@ -336,6 +376,7 @@ class Search(Section):
         "none", description="none | trees (extra-trees ensemble) | gp (Gaussian process): learn "
         "the objectives from the journal; evaluate the children it rates best")  # fmt: skip
     surrogate: Surrogate = Field(default_factory=Surrogate)
+    gradient: Gradient = Field(default_factory=Gradient)
     constraints: list[Constraint] = Field(
         default_factory=list, description="hard limits: [{metric: params, max: 50000}, ...]"
     )
@@ -398,6 +439,8 @@ class Config(Section):
                 "the steady state (async_window) has none: use median"
             )
         _check_early_stop(search.early_stop, self)
+        if self.strategy == "gradient":
+            _check_gradient(self)
         if search.max_evaluations and search.max_evaluations < search.population:
             raise ValueError("search.max_evaluations: must be 0 (no limit) or >= search.population")
         if self.parallel.address and self.parallel.backend not in ("dask", "ray"):
@@ -434,6 +477,32 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for config.yaml, the journal's meta and workers)."""
         return self.model_dump(mode="json")
+
+
+def _check_gradient(config: Config) -> None:
+    search = config.search
+    if config.space.kind != "nb201":
+        raise ValueError(f"search.strategy: gradient needs a cell space whose genes choose one "
+                         f"op per edge (space.kind: nb201), not space.kind: "
+                         f"{config.space.kind}")  # fmt: skip
+    if config.task.name == "table" and search.gradient.task is None:
+        raise ValueError(
+            "search.gradient.task: a table lookup has no data to train a supernet on; name a "
+            "dataset, e.g. --set search.gradient.task.name=digits"
+        )
+    if search.gradient.task is not None and search.gradient.task.name == "table":
+        raise ValueError("search.gradient.task.name: the supernet trains on real data, not a "
+                         "table; name a dataset such as digits")  # fmt: skip
+    if search.predictor != "none":
+        raise ValueError("search.predictor: screens the children of an evolutionary strategy; "
+                         "a gradient search breeds none (use none)")  # fmt: skip
+    if search.seed_genomes or search.seed_run:
+        raise ValueError("search.seed_genomes/seed_run: a gradient search starts from the "
+                         "supernet, not from seeds; seed an evolutionary search from a gradient "
+                         "run instead (--seed-run)")  # fmt: skip
+    if search.async_window or search.early_stop.kind != "none":
+        raise ValueError("search.async_window/early_stop: not for a gradient search (it "
+                         "evaluates only its derived cells)")  # fmt: skip
 
 
 def _check_early_stop(early: EarlyStop, config: Config) -> None:

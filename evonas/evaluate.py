@@ -54,6 +54,7 @@ class Evaluation:
     status: str = OK  # or STOPPED, INFEASIBLE
     partial: bool = False
     error: str | None = None  # why an infeasible candidate was not trained
+    arch: tuple[tuple[float, ...], ...] = ()  # a supernet epoch's architecture weights
 
 
 class EvaluationTimeout(TimeoutError):
@@ -97,7 +98,8 @@ def evaluate(job: Job) -> Result:
         device = "unknown"
     return Result(job.uid, status, error, metrics, worker=str(os.getpid()), device=device,
                   gpu=gpu, started_at=started, finished_at=time.time(), traceback=trace,
-                  curve=evaluation.curve, partial=evaluation.partial)  # fmt: skip
+                  curve=evaluation.curve, partial=evaluation.partial,
+                  arch=evaluation.arch)  # fmt: skip
 
 
 def _failure(exc: BaseException) -> tuple[str, str, dict, str | None]:
@@ -122,6 +124,11 @@ def _device_name(job: Job, gpu: str | None) -> str:
 
 
 def _evaluate(job: Job, recorder: CurveRecorder) -> Evaluation:
+    if job.supernet:
+        from evonas.supernet import train_epoch
+
+        metrics, arch = train_epoch(job)
+        return Evaluation(metrics, arch=tuple(tuple(row) for row in arch))
     if job.evaluator:
         return _run_user_evaluator(job, recorder)
     if job.task["name"] == "table":

@@ -13,10 +13,9 @@
     3. Return how the session ended: finished, stopped (a run limit), interrupted (a signal) or
        failed (every recent evaluation failed: the run could not mean anything).
 
-All randomness flows from one `random.Random(seed)` and evaluation seeds depend only on (seed,
-uid), so the same config and seed give the same history whatever the number of workers or the
-order results arrive in. Resuming runs the same loop again and takes each journaled result
-instead of evaluating it: the replay retraces the original run; only unjournaled work runs.
+All randomness flows from one `random.Random(seed)`; evaluation seeds depend only on (seed, uid):
+the same config and seed give the same history whatever the workers or the order results arrive
+in. A resume runs the same loop, taking each journaled result instead of evaluating it.
 """
 
 from __future__ import annotations
@@ -77,6 +76,7 @@ class Evolution:
         self.strategy = make_strategy(config.strategy, search, self.variation, self.ledger.seen)
         self.offspring = self.strategy.offspring
         self.termination = Termination.of(search, self.offspring)
+        self.done = f"all {self.termination.generations} generations done"  # how a finish reads
         chance = (store.meta().get("chance") or {}).get(objectives[0].name)  # for "best"
         self.statistics = partial(population_stats, objectives=objectives, chance=chance)
         pool = make_pool(parallel.backend, parallel.n_jobs, parallel.crash_retries,
@@ -88,11 +88,10 @@ class Evolution:
         self.asks_per_generation = self.offspring // self.batch
         self.journaled_generations = store.journaled_generations()
         self.batches: deque[Batch] = deque()  # bred, not joined, oldest first
-        self.asked = self.outstanding = 0  # asks after generation 0; children in `batches`
+        self.asked = self.outstanding = self.new_generations = 0  # asks, in `batches`, journaled
         self.joined: list[Individual] = []
         self.by_generation: dict[int, list[Individual]] = {}
         self.limit = self.failure = self.stop_signal = None  # why breeding stops, if it does
-        self.new_generations = 0
         self.started, self.elapsed_before = time.monotonic(), elapsed_before
 
     def run(self) -> Outcome:
@@ -114,8 +113,10 @@ class Evolution:
         self.reporters.started(len(self.ledger.journal))
         size, fill, seeds = self.strategy.initial_size, self.config.search.seed_fill, self.seeds
         initial = generation_zero(seeds, size, fill, self.ledger, self.variation, self.stopping)
-        if self.stopping():  # a signal while sampling: nothing was dispatched
-            return False
+        return not self.stopping() and self.generation_zero(initial)  # a signal while sampling
+
+    def generation_zero(self, initial: list[Individual]) -> bool:
+        """Evaluate generation 0 and start the strategy from it; False when a stop came first."""
         self.reporters.generation_started(0, len(initial))
         self.evaluate(initial)
         batch = Batch(initial, closes=True)
@@ -211,10 +212,9 @@ class Evolution:
         self.new_generations += 1
         if self.weights.keeps:
             in_flight = [ind for batch in self.batches for ind in batch.children]
-            keep = self.weights.worth_keeping(
-                population, self.joined, in_flight, self.ledger.weights_uid
-            )
-            self.store.drop_weights(keep)
+            keeping = self.weights.worth_keeping
+            self.store.drop_weights(keeping(population, self.joined, in_flight,
+                                            self.ledger.weights_uid))  # fmt: skip
         summary = GenerationSummary(generation, self.termination.generations, evaluated, failed,
                                     stats, self.elapsed())  # fmt: skip
         self.reporters.generation_finished(summary)
@@ -234,7 +234,7 @@ class Evolution:
         elif self.limit:
             state, reason = STOPPED, self.limit
         else:
-            state, reason = FINISHED, f"all {self.termination.generations} generations done"
+            state, reason = FINISHED, self.done
             if not self.new_generations:
                 self.reporters.info("the run was already finished; nothing to do")
         outcome = Outcome(state, reason, self.elapsed())

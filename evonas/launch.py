@@ -28,6 +28,7 @@ import yaml
 from evonas import seeds as seed_files
 from evonas.config import REPORTERS, RESUMABLE, Config, ConfigError, resolve, validate
 from evonas.evolve import FINISHED, Evolution
+from evonas.gradient import GradientSearch
 from evonas.objectives import pareto_front
 from evonas.plots import write_generation_plots
 from evonas.plugins import PluginError, load_callable
@@ -78,6 +79,8 @@ def preflight(config: Config) -> tuple[Space, TaskInfo | None, list[Seed]]:
         seed_files.check_weights(chosen, info.input_shape, info.num_classes)
     if space.kind == "graph":
         _check_graph_search(config, chosen)
+    if config.strategy == "gradient":
+        _check_gradient_search(config, info)
     parallel = config.parallel
     package = {"dask": "distributed", "ray": "ray"}.get(parallel.backend)
     if package and importlib.util.find_spec(package) is None:
@@ -114,6 +117,19 @@ def _check_graph_search(config: Config, seeds: list[Seed]) -> None:
     if config.strategy == "random":
         raise ConfigError("search.strategy: random samples fresh genomes, and a graph space has "
                           "none; use regularized, local, tournament or nsga2")  # fmt: skip
+
+
+def _check_gradient_search(config: Config, info: TaskInfo | None) -> None:
+    """The supernet's data: the run's task, or search.gradient.task; images either way."""
+    from evonas.tasks import task_info
+
+    own = config.search.gradient.task
+    if own is not None:
+        info = task_info(own.model_dump())  # a missing dataset is an error here
+    key = "search.gradient.task" if own is not None else "task.name"
+    if info is not None and len(info.input_shape) != 3:
+        raise ConfigError(f"{key}: the supernet of a cell space needs images (C, H, W); task "
+                          f"{info.name} has inputs of shape {info.input_shape}")  # fmt: skip
 
 
 def check_plugins(config: Config, space: Space) -> None:
@@ -210,6 +226,10 @@ def nothing_to_resume(run_dir: str | Path, changes: dict[str, Any] | None = None
         db.close()
     done = meta.get("config", {}).get("search", {}).get("generations")
     wanted = (changes or {}).get("search.generations")
+    strategy = meta.get("config", {}).get("search", {}).get("strategy")
+    if meta.get("state") == FINISHED and strategy == "gradient":
+        return (f"{run_dir}: finished (a gradient search: its supernet trained and its cell "
+                "evaluated); nothing to do")  # fmt: skip
     if meta.get("state") != FINISHED or done is None or (wanted is not None and wanted > done):
         return None
     return (f"{run_dir}: finished (all {done} generations); nothing to do "
@@ -279,8 +299,9 @@ def _session(
             "chance": info.chance if info else {},
             "state": "running",
         })  # fmt: skip
-        return Evolution(config, store, space, seed_files.load(store.run_dir),
-                         _reporters(config, store, space, log, progress), elapsed)  # fmt: skip
+        session = GradientSearch if config.strategy == "gradient" else Evolution
+        return session(config, store, space, seed_files.load(store.run_dir),
+                       _reporters(config, store, space, log, progress), elapsed)  # fmt: skip
     except BaseException:
         store.close()
         raise
@@ -295,7 +316,10 @@ def _reporters(
         note = f"{training.epochs} epochs from scratch"
         if training.inherit_weights and space.inherits_weights:
             note += f", {training.finetune_epochs} inherited"
-    bar = ProgressReporter(search.generations, search.objectives[0], enabled=progress, note=note)
+    if config.strategy == "gradient":
+        note = f"supernet {search.gradient.epochs} epochs ({search.gradient.method}), then " + note
+    generations = 0 if config.strategy == "gradient" else search.generations  # generation 0 only
+    bar = ProgressReporter(generations, search.objectives[0], enabled=progress, note=note)
     objectives = search.objectives
 
     def draw() -> None:
@@ -371,8 +395,19 @@ def training_plan(evolution: Evolution) -> str:
         return f"models evaluated by {training.evaluator}"
     if config.evaluation == "table":
         column = config.task.options.get("fitness", "c10valid_val_12ep")
-        return f"fitness looked up in a table ({column})"
+        plan = f"fitness looked up in a table ({column})"
+        if config.strategy == "gradient":
+            gradient = config.search.gradient
+            plan = (f"a supernet trains {gradient.epochs} epochs on {gradient.task.name} "
+                    f"({gradient.method}); the derived cell's {plan}")  # fmt: skip
+        return plan
     plan = f"models trained from scratch train {training.epochs} epochs (training.epochs)"
+    if config.strategy == "gradient":
+        gradient = config.search.gradient
+        on = f" on {gradient.task.name}" if gradient.task else ""
+        return (f"a supernet trains {gradient.epochs} epochs{on} ({gradient.method}); the "
+                f"derived cell(s) then train {training.epochs} epochs from scratch "
+                "(training.epochs)")  # fmt: skip
     if evolution.weights.inherits:
         plan += (f"; children that inherit their parents' weights train "
                  f"{training.finetune_epochs} (training.finetune_epochs)")  # fmt: skip

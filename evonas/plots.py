@@ -4,6 +4,7 @@ same functions. The Pareto front is `evonas.objectives`' (the only definition)."
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -436,6 +437,34 @@ def plot_predictions(data: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_arch_weights(data: pd.DataFrame) -> Figure:
+    """A gradient search's architecture weights (`Run.arch_weights`): one panel per edge, the
+    probability of each op after each supernet epoch."""
+    edges = list(dict.fromkeys(data["edge"])) or ["1<-0"]
+    columns = min(3, len(edges))
+    rows = math.ceil(len(edges) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
+    for ax, edge in zip(axes.flat, edges):
+        on_edge = data[data["edge"] == edge]
+        for op, points in on_edge.groupby("op", sort=False):
+            ax.plot(points["epoch"], points["weight"], marker="o", markersize=3, label=op)
+        ax.set(title=f"edge {edge}", ylabel="op probability")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("supernet epoch")
+    for ax in list(axes.flat)[len(edges) :]:
+        ax.set_visible(False)
+    if data.empty:
+        axes.flat[0].set_title("no supernet (search.strategy is not gradient)")
+    else:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
 # --- every figure of a run: what it shows (from a `Run`) and how it is drawn --------------------
 
 
@@ -459,4 +488,5 @@ FIGURES = {
     "failures": (lambda run, uid: (failure_data(run.individuals),), plot_failures),
     "curves": (lambda run, uid: (curves_data(run.curves),), plot_curves),
     "predictions": (lambda run, uid: (prediction_data(run.predictions),), plot_predictions),
+    "arch_weights": (lambda run, uid: (run.arch_weights,), plot_arch_weights),
 }  # fmt: skip

@@ -4,7 +4,8 @@ holds. Plain dicts exist only at process and file boundaries (`to_dict`/`from_di
 - `Individual`: the loop's view of one genome (parents, operator, status, metrics, DEAP fitness).
 - `Job` -> worker -> `Result`: everything an evaluation needs, and what it produced.
 - `Row`: one journal row; `COLUMNS` is the journal's one list of fixed columns (metrics come on
-  top, one column each); `GenerationRecord`: one row of the generations table.
+  top, one column each); `GenerationRecord`: one row of the generations table; `SupernetEpoch`:
+  one epoch of a gradient search.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ class Job:
     checkpoint: str | None = None
     stop_rule: dict[str, Any] | None = None
     limits: tuple[dict[str, Any], ...] = ()  # constraints checked before training (constraints)
+    # Gradient search (evonas.gradient): train the supernet one epoch (from `resume_from`, to
+    # `checkpoint`) with these settings, instead of evaluating `genome`.
+    supernet: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _JOB_FIELDS}
@@ -182,6 +186,7 @@ class Result:
     traceback: str | None = None
     curve: tuple[dict[str, float], ...] = ()  # per epoch: {"epoch": e, metric: value, ...}
     partial: bool = False  # trained to a rung of its budget (a checkpoint continues it)
+    arch: tuple[tuple[float, ...], ...] = ()  # a supernet epoch's architecture weights
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _RESULT_FIELDS}
@@ -192,6 +197,7 @@ class Result:
         if values.get("worker") is not None:
             values["worker"] = str(values["worker"])
         values["curve"] = tuple(values.get("curve") or ())
+        values["arch"] = tuple(tuple(row) for row in values.get("arch") or ())
         return cls(**values)
 
     @classmethod
@@ -257,6 +263,22 @@ class Row:
 def metrics_of(row: dict[str, Any]) -> dict[str, float]:
     """The metrics of a journal row read back as a dict (NULLs already dropped)."""
     return {k: v for k, v in row.items() if k not in COLUMNS}
+
+
+@dataclass(frozen=True)
+class SupernetEpoch:
+    """One epoch of a gradient search: the genome derived after it (the strongest op per edge),
+    the architecture weights (edges x ops, raw; a softmax makes them probabilities) and the
+    epoch's metrics (train_loss, arch_loss, val_accuracy of the supernet, tau, epoch_seconds)."""
+
+    epoch: int  # 1, 2, ...
+    genome: Genome
+    arch: tuple[tuple[float, ...], ...]
+    metrics: dict[str, float]
+    device: str | None = None
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True)

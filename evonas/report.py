@@ -43,9 +43,13 @@ figcaption{font-size:13px;color:#555} code{background:#f3f3f3;padding:1px 4px}
 
 
 def _figures(run: Run) -> list[str]:
-    """The figures worth a place: the predictions one only for a run that had a predictor."""
-    with_predictor = run.config.search.predictor != "none"
-    return [kind for kind in FIGURES if kind != "predictions" or with_predictor]
+    """The figures worth a place: the predictions one only for a run that had a predictor, the
+    architecture weights only for a gradient search."""
+    search = run.config.search
+    skip = {"predictions"} if search.predictor == "none" else set()
+    if search.strategy != "gradient":
+        skip.add("arch_weights")
+    return [kind for kind in FIGURES if kind not in skip]
 
 
 def _figure_html(run: Run, kind: str) -> str:
@@ -156,6 +160,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<h2>Best models</h2>",
         *_best_models(run, people),
     ]
+    supernet = run.supernet
+    if not supernet.empty:
+        shown = [c for c in ("epoch", "cell", "changed", "train_loss", "arch_loss",
+                             "val_accuracy", "tau", "epoch_seconds") if c in supernet]  # fmt: skip
+        sections += ["<h2>Supernet</h2>",
+                     "<p>The gradient search's derived cell after each epoch (val_accuracy: "
+                     "the supernet's own, on the validation split).</p>",
+                     _table(supernet[shown])]  # fmt: skip
     failures = people[people["status"].isin(FAILURES)][
         ["uid", "generation", "operator", "status", "error"]
     ]

@@ -2,8 +2,10 @@
 
 Layout of `runs/<name>/`: `config.yaml` (resolved), `history.sqlite` (tables `individuals`,
 `generations`, `meta`, `curves`: one row per uid, epoch and metric of each learning curve, and
-`rungs`: the metrics of candidates at the rungs of successive halving), `plots/`, `weights/`,
-`checkpoints/` (training state at a rung, `<uid>-e<epoch>.pt`), `log.txt`. The parent process
+`rungs`: the metrics of candidates at the rungs of successive halving, and `supernet`: each
+epoch of a gradient search, its derived genome, architecture weights and losses), `plots/`,
+`weights/`, `checkpoints/` (training state at a rung, `<uid>-e<epoch>.pt`), `supernet/` (a
+gradient search's supernet after its last journaled epoch), `log.txt`. The parent process
 is the only writer (an OS lock says so). Columns are `records.COLUMNS` plus one quoted column per
 metric, added as metrics first appear.
 
@@ -31,7 +33,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from evonas.records import COLUMNS, GenerationRecord, Row, check_metric_name, int_list
+from evonas.genome import parse_genome
+from evonas.records import (
+    COLUMNS,
+    GenerationRecord,
+    Row,
+    SupernetEpoch,
+    check_metric_name,
+    int_list,
+)
 
 JOURNAL = "history.sqlite"
 LOCK = ".lock"
@@ -59,6 +69,16 @@ CREATE TABLE IF NOT EXISTS rungs (
     epoch INTEGER NOT NULL,
     metrics TEXT NOT NULL,
     PRIMARY KEY (uid, epoch)
+);
+CREATE TABLE IF NOT EXISTS supernet (
+    epoch INTEGER PRIMARY KEY,
+    genome TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    device TEXT,
+    worker TEXT,
+    started_at REAL,
+    finished_at REAL
 );
 """
 
@@ -347,6 +367,23 @@ class Store:
                         (uid, epoch, json.dumps(metrics)))  # fmt: skip
         self._commit_if_due()
 
+    @_writes
+    def record_supernet_epoch(self, epoch: SupernetEpoch) -> None:
+        """Journal one epoch of a gradient search (committed at once: there are few)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO supernet VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (epoch.epoch, epoch.genome.to_json(), json.dumps(epoch.arch), json.dumps(epoch.metrics),
+             epoch.device, epoch.worker, epoch.started_at, epoch.finished_at),
+        )  # fmt: skip
+        self.flush()
+
+    def journaled_supernet(self) -> list[SupernetEpoch]:
+        """The journaled epochs of a gradient search, in order."""
+        return read_supernet(self.db)
+
+    def supernet_path(self, epoch: int) -> Path:
+        return self.run_dir / "supernet" / f"epoch-{epoch:03d}.pt"
+
     def checkpoint_path(self, uid: int, epoch: int) -> Path:
         return self.run_dir / "checkpoints" / f"{uid}-e{epoch}.pt"
 
@@ -414,6 +451,22 @@ class Store:
 
     def generations(self) -> pd.DataFrame:
         return read_table(self.db, "generations", "generation")
+
+
+def read_supernet(db: sqlite3.Connection) -> list[SupernetEpoch]:
+    """A journal's supernet epochs (none for a run without a gradient search)."""
+    try:
+        rows = db.execute("SELECT * FROM supernet ORDER BY epoch").fetchall()
+    except sqlite3.OperationalError:  # a journal from before gradient search
+        return []
+    epochs = []
+    for epoch, genome, arch, metrics, device, worker, started, finished in rows:
+        where = f"supernet epoch {epoch}"
+        epochs.append(SupernetEpoch(
+            epoch, parse_genome(json_cell(genome, where), where=where),
+            tuple(tuple(row) for row in json_cell(arch, where)), json_cell(metrics, where),
+            device, worker, started, finished))  # fmt: skip
+    return epochs
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -294,12 +294,26 @@ class LocalSearch(BaseStrategy):
         return self.population
 
 
+class DerivedCells(BaseStrategy):
+    """A gradient search's population: the cells its supernet derived (`evonas.gradient`
+    evaluates them as generation 0). It breeds nothing: the search ends there."""
+
+    name = "gradient"
+
+    def ask(self, n: int) -> list[Child]:
+        raise RuntimeError("a gradient search breeds no children")
+
+    def tell(self, children: list[Individual]) -> list[Individual]:
+        raise RuntimeError("a gradient search breeds no children")
+
+
 STRATEGIES: dict[str, Callable[..., BaseStrategy]] = {
     "nsga2": lambda *args: Generational("nsga2", "crowded_tournament", "nsga2", *args),
     "tournament": lambda *args: Generational("tournament", "tournament", "best", *args),
     "random": lambda *args: RandomSearch(len(args[0].objectives) > 1, *args),
     "regularized": RegularizedEvolution,
     "local": LocalSearch,
+    "gradient": DerivedCells,
 }
 
 

@@ -14,7 +14,8 @@ TORCH_FREE = ["evonas.evolve", "evonas.launch", "evonas.ledger", "evonas.strateg
               "evonas.reporters", "evonas.parallel", "evonas.pools", "evonas.seeds",
               "evonas.graph", "evonas.channels", "evonas.graph_operators", "evonas.fidelity",
               "evonas.halving", "evonas.constraints", "evonas.trackers",
-              "evonas.encodings", "evonas.predictors", "evonas.surrogate",
+              "evonas.encodings", "evonas.predictors", "evonas.surrogate", "evonas.gradient",
+              "evonas.arch_weights",
               "evonas.dashboard"]  # fmt: skip
 
 

@@ -49,3 +49,14 @@ def test_the_surrogate_benchmark_compares_predictors_with_real_training(tmp_path
     assert (table["evaluations"] == 12).all() and table["best_val"].between(0, 1).all()
     assert table.loc[table["predictor"] == "gp", "predictor_rho"].notna().all()
     assert "NASWOT rank corr." in out
+
+
+def test_the_gradient_benchmark_compares_gradient_search_and_evolution(tmp_path):
+    run("gradient_nb201.py", "--seeds", 1, "--darts-epochs", 2, "--gdas-epochs", 2, "--epochs", 1,
+        "--final-epochs", 1, "--results", tmp_path, cwd=tmp_path)  # fmt: skip
+    table = pd.read_csv(tmp_path / "gradient_nb201.csv")
+    assert list(table["arm"]) == ["darts", "gdas", "evolution", "darts+evolution"]
+    assert table["test_accuracy"].between(0, 1).all()
+    assert table["c10_test_200ep"].between(0, 100).all()
+    assert (table.loc[table["arm"] == "darts", "evaluations"] == 1).all()
+    assert (table.loc[table["arm"] == "evolution", "evaluations"] >= 1).all()

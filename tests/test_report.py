@@ -19,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_report_is_self_contained(trained, tmp_path):
     path = write_report(trained.path, tmp_path / "r.html")
     page = path.read_text()
-    assert page.count("data:image/png;base64,") == len(FIGURES) - 1  # no predictor: no predictions
+    assert page.count("data:image/png;base64,") == len(FIGURES) - 2  # no predictor, no supernet
     assert 'src="http' not in page and 'href="http' not in page
     for heading in ("Pareto front", "Best models", "Failures", "Config", "Versions"):
         assert f"<h2>{heading}</h2>" in page

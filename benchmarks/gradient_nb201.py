@@ -1,7 +1,7 @@
 """Gradient-based search against evolution, and gradient search followed by evolution, in the
 NAS-Bench-201 cell space on a small real dataset, at equal search compute; several seeds.
 
-    .venv/bin/python benchmarks/gradient_nb201.py [--seeds 3] [--task digits]
+    .venv/bin/python benchmarks/gradient_nb201.py [--seeds 3] [--first-seed 0] [--task digits]
         [--darts-epochs 6] [--gdas-epochs 18] [--epochs 4] [--final-epochs 10] [--results DIR]
 
 Arms (every search evaluates candidates the same way: the NB201 network, 16 channels and 5
@@ -25,6 +25,7 @@ cell found on a small dataset transfers). Writes benchmarks/results/gradient_nb2
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -77,7 +78,9 @@ def best_cell(people: pd.DataFrame) -> tuple[str, float]:
 
     ok = people[people["status"] == "ok"]
     row = ok.loc[ok["val_accuracy"].idxmax()]
-    return Nb201Space().to_string(parse_genome(row["genome"])), float(row["val_accuracy"])
+    return Nb201Space().to_string(parse_genome(json.loads(row["genome"]))), float(
+        row["val_accuracy"]
+    )
 
 
 def retrain(cell: str, task: str, epochs: int, repeats: int = 3) -> float:
@@ -113,7 +116,7 @@ def one_seed(seed: int, args: argparse.Namespace, tmp: Path) -> list[dict]:
     half = max(1, args.darts_epochs // 2)
     first, spent = gradient("darts", half, 3, base, tmp / f"half-{seed}")
     people, rest = evolution(budget - spent, base, tmp / f"then-{seed}", tmp / f"half-{seed}")
-    found["darts+evolution"] = (pd.concat([first, people]), spent + rest)
+    found["darts+evolution"] = (pd.concat([first, people], ignore_index=True), spent + rest)
     rows = []
     for arm, (people, seconds) in found.items():
         cell, val = best_cell(people)
@@ -130,6 +133,7 @@ def one_seed(seed: int, args: argparse.Namespace, tmp: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds from this one on")
     parser.add_argument("--task", default="digits", help="a built-in image task (default digits)")
     parser.add_argument("--darts-epochs", type=int, default=6)
     parser.add_argument("--gdas-epochs", type=int, default=18)
@@ -139,11 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows += one_seed(seed, args, Path(tmp))
-    frame = pd.DataFrame(rows)
-    args.results.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.results / "gradient_nb201.csv", index=False)
+            frame = pd.DataFrame(rows)  # written after each seed: a long run keeps what it did
+            args.results.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(args.results / "gradient_nb201.csv", index=False)
     columns = ["seconds", "evaluations", "search_val_accuracy", "test_accuracy", "c10_test_200ep"]
     summary = frame.groupby("arm", sort=False)[columns].agg(["mean", "std"])
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):

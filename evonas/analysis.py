@@ -411,13 +411,15 @@ def run_status(run_dir: str | Path) -> str:
         meta = read_meta(db)
         individuals = read_table(db, "individuals", "uid")
         generations = read_table(db, "generations", "generation")
+        supernet = read_supernet(db)
     except sqlite3.DatabaseError as exc:
         raise RunDirError(f"{run_dir / 'history.sqlite'}: unreadable journal ({exc})") from None
     finally:
         db.close()
     config = meta.get("config", {})
     search = config.get("search", {})
-    total = search.get("generations", "?")
+    gradient = search.get("strategy") == "gradient"
+    total = 0 if gradient else search.get("generations", "?")
     done = int(generations["generation"].max()) if len(generations) else None
     failed = int(individuals["status"].isin(FAILURES).sum())
     infeasible = int((individuals["status"] == "infeasible").sum()) if len(individuals) else 0
@@ -437,6 +439,11 @@ def run_status(run_dir: str | Path) -> str:
         f"{failed} failed{f', {infeasible} infeasible' if infeasible else ''}; "
         f"{meta.get('elapsed_seconds', 0):.0f} s",
     ]
+    if gradient:  # the supernet trains before generation 0, the derived cells
+        settings = search.get("gradient", {})
+        loss = f", train loss {supernet[-1].metrics['train_loss']:.4g}" if supernet else ""
+        lines.append(f"supernet ({settings.get('method')}): {len(supernet)} of "
+                     f"{settings.get('epochs', '?')} epochs{loss}")  # fmt: skip
     objectives = [Objective(o["name"], o["goal"]) for o in search.get("objectives", [])]
     chance = (meta.get("chance") or {}).get(objectives[0].name) if objectives else None
     for objective in objectives:

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evonas.analysis import Run
+from evonas.analysis import Run, run_status
 from evonas.arch_weights import derived_operations, probabilities
 from evonas.builder import Nb201Cell
 from evonas.config import ConfigError, resolve
@@ -127,6 +127,7 @@ def test_a_gradient_search_journals_each_epoch_then_evaluates_the_derived_cell(t
     assert len(weights) == 3 * len(NB201_EDGES) * len(NB201_OPS)
     sums = weights.groupby(["epoch", "edge"])["weight"].sum()
     assert sums.round(6).eq(1).all()
+    assert "supernet (darts): 3 of 3 epochs" in run_status(result.run_dir)
     assert list((result.run_dir / "supernet").iterdir()) == [result.run_dir / "supernet" /
                                                               "epoch-003.pt"]  # fmt: skip
 

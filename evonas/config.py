@@ -312,7 +312,7 @@ class Gradient(Section):
     """Gradient-based search (search.strategy: gradient; evonas.gradient, evonas.supernet)."""
 
     method: Literal["darts", "gdas"] = Field(
-        "darts",
+        "gdas",
         description="darts (softmax mixing of every op, first order) | gdas (one op per edge "
         "drawn by hard Gumbel-softmax: cheaper, avoids the collapse to skips)",
     )

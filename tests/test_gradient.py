@@ -25,6 +25,7 @@ GRADIENT = [
     "task.name=digits",
     "space.kind=nb201",
     "search.strategy=gradient",
+    "search.gradient.method=darts",
     "search.gradient.epochs=3",
     "search.gradient.channels=4",
     "search.gradient.cells_per_stage=1",
@@ -162,7 +163,7 @@ class StopAfterEpoch(Reporter):
 
 
 def test_a_stopped_gradient_search_resumes_to_the_same_journal(tmp_path):
-    sets = [*ON_TABLE, "search.gradient.method=gdas"]
+    sets = [*ON_TABLE, "search.gradient.method=gdas"]  # the default, written out
     reference = run_search(resolve(sets=sets), tmp_path / "reference", log=None)
     session = start_search(resolve(sets=sets), tmp_path / "stopped", log=None)
     session.reporters.add(StopAfterEpoch(session, 2))

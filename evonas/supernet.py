@@ -216,15 +216,6 @@ class SupernetSearch:
             raise FloatingPointError(f"supernet loss became {train_loss} in epoch {self.epoch}")
         return {"train_loss": train_loss, "arch_loss": arch_loss, "tau": net.tau}
 
-    @torch.no_grad()
-    def val_accuracy(self) -> float:
-        """The supernet's accuracy on the validation split (eval mode: see `mixing`)."""
-        self.net.eval()
-        correct = 0
-        for x, y, _ in self.val.batches(1024):
-            correct += int((self.net(x).argmax(dim=1) == y).sum())
-        return correct / max(1, len(self.val))
-
     def state_dict(self) -> dict[str, Any]:
         state = {
             "epoch": self.epoch,
@@ -259,6 +250,7 @@ def train_epoch(job: Any) -> tuple[dict[str, float], list[list[float]]]:
     the epoch's metrics and the architecture weights after it (edges x ops, raw)."""
     from evonas.batches import split_of
     from evonas.tasks import load_task
+    from evonas.train import accuracy
     from evonas.weights import load_state_dict, save_state
 
     settings = job.supernet
@@ -281,7 +273,7 @@ def train_epoch(job: Any) -> tuple[dict[str, float], list[list[float]]]:
     if job.resume_from:
         search.load_state_dict(load_state_dict(job.resume_from))
     metrics = search.run_epoch()
-    metrics["val_accuracy"] = search.val_accuracy()
+    metrics["val_accuracy"] = accuracy(net, val)  # in eval mode: see `Supernet.mixing`
     metrics["epoch_seconds"] = time.perf_counter() - started
     save_state(search.state_dict(), job.checkpoint)
     return metrics, net.arch.detach().float().cpu().tolist()
